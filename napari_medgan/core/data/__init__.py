@@ -1,0 +1,1 @@
+"""Volumes with their geometry: file IO, checks, intensity normalisation, patch sampling."""
