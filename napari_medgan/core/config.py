@@ -90,8 +90,10 @@ class Config:
                 f"{source} has unknown section(s) {sorted(unknown)}; "
                 f"expected 'task' and {sorted(sections)}."
             )
-        built = {name: _section(kind, raw.get(name, {}), f"{source} [{name}]")
-                 for name, kind in sections.items()}
+        built = {
+            name: _section(kind, raw.get(name, {}), f"{source} [{name}]")
+            for name, kind in sections.items()
+        }
         config = cls(task=str(raw.get("task", "synthesis")), **built)
         config.validate()
         return config
@@ -106,17 +108,29 @@ class Config:
         _choice("train.channels_last", self.train.channels_last, ("auto", "on", "off"))
         lo, hi = self.data.ct_window
         if not lo < hi:
-            raise ConfigError(f"data.ct_window must be (low, high) with low < high, got {lo}, {hi}.")
+            raise ConfigError(
+                f"data.ct_window must be (low, high) with low < high, got {lo}, {hi}."
+            )
         plo, phi = self.data.mr_percentiles
         if not 0 <= plo < phi <= 100:
-            raise ConfigError(f"data.mr_percentiles must satisfy 0 <= low < high <= 100, got {plo}, {phi}.")
+            raise ConfigError(
+                f"data.mr_percentiles must satisfy 0 <= low < high <= 100, got {plo}, {phi}."
+            )
         p = self.model.patch_size
         if p < 8 or p & (p - 1):
             raise ConfigError(
-                f"Patch size {p} is not supported: use a power of two from 8 to 128 (e.g. 16, 32, 64)."
+                f"Patch size {p} is not supported: use a power of two from 8 to 128 "
+                "(e.g. 16, 32, 64)."
             )
-        for name in ("steps", "batch_size", "latent_dim", "g_channels", "d_channels",
-                     "preview_every", "checkpoint_every"):
+        for name in (
+            "steps",
+            "batch_size",
+            "latent_dim",
+            "g_channels",
+            "d_channels",
+            "preview_every",
+            "checkpoint_every",
+        ):
             section = self.train if hasattr(self.train, name) else self.model
             if getattr(section, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(section, name)}.")
@@ -141,7 +155,9 @@ def _section(kind: type, raw: Any, source: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(kind)}
     unknown = set(raw) - set(fields)
     if unknown:
-        raise ConfigError(f"{source} has unknown key(s) {sorted(unknown)}; known: {sorted(fields)}.")
+        raise ConfigError(
+            f"{source} has unknown key(s) {sorted(unknown)}; known: {sorted(fields)}."
+        )
     values = {}
     for key, value in raw.items():
         default = getattr(kind(), key)

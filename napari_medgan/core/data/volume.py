@@ -24,7 +24,9 @@ class Volume:
 
     def __post_init__(self) -> None:
         if self.tensor.ndim != 4:
-            raise ValueError(f"Volume tensor must be (C, D, H, W), got shape {tuple(self.tensor.shape)}")
+            raise ValueError(
+                f"Volume tensor must be (C, D, H, W), got shape {tuple(self.tensor.shape)}"
+            )
         self.affine = np.asarray(self.affine, dtype=np.float64)
         if self.affine.shape != (4, 4):
             raise ValueError(f"Volume affine must be 4x4, got {self.affine.shape}")

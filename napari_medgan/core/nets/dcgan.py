@@ -1,0 +1,110 @@
+"""DCGAN-style 3D generator and discriminator for cubic patches (8³ to 128³).
+
+Both nets work level by level between 4³ and the patch size, doubling the
+width at each coarser level (capped by ``max_channels``), as in Radford et al.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
+
+
+def _level_widths(patch_size: int, channels: int, max_channels: int) -> list[int]:
+    """Widths from 4³ (first) to the patch size (last)."""
+    levels = int(math.log2(patch_size)) - 2
+    return [min(channels * 2**level, max_channels) for level in reversed(range(levels + 1))]
+
+
+def init_dcgan_weights(module: nn.Module) -> None:
+    """N(0, 0.02) convolutions and N(1, 0.02) norm scales, as in the DCGAN paper."""
+    if isinstance(module, (nn.Conv3d, nn.ConvTranspose3d)):
+        weight = getattr(module, "parametrizations", None)
+        target = weight.weight.original if weight is not None else module.weight
+        nn.init.normal_(target, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm3d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class DCGANGenerator3D(nn.Module):
+    """Noise ``(B, latent_dim)`` → patch ``(B, out_channels, p, p, p)`` in [-1, 1].
+
+    ``upsample="resize"`` doubles resolution by nearest interpolation and a 3³
+    convolution instead of a transposed convolution, which avoids checkerboard
+    artefacts (Odena et al., 2016).
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 128,
+        out_channels: int = 1,
+        patch_size: int = 32,
+        channels: int = 32,
+        max_channels: int = 256,
+        upsample: str = "transpose",
+    ) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        widths = _level_widths(patch_size, channels, max_channels)
+        self.project = nn.Sequential(
+            nn.ConvTranspose3d(latent_dim, widths[0], kernel_size=4, bias=False),
+            nn.BatchNorm3d(widths[0]),
+            nn.ReLU(inplace=True),
+        )
+        blocks = []
+        for cin, cout in zip(widths[:-1], widths[1:], strict=True):
+            if upsample == "resize":
+                up = [
+                    nn.Upsample(scale_factor=2, mode="nearest"),
+                    nn.Conv3d(cin, cout, kernel_size=3, padding=1, bias=False),
+                ]
+            else:
+                up = [nn.ConvTranspose3d(cin, cout, kernel_size=4, stride=2, padding=1, bias=False)]
+            blocks += [*up, nn.BatchNorm3d(cout), nn.ReLU(inplace=True)]
+        self.upsample = nn.Sequential(*blocks)
+        self.head = nn.Sequential(nn.Conv3d(widths[-1], out_channels, 3, padding=1), nn.Tanh())
+        self.apply(init_dcgan_weights)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.project(z.view(z.shape[0], self.latent_dim, 1, 1, 1))
+        return self.head(self.upsample(x))
+
+
+class DCGANDiscriminator3D(nn.Module):
+    """Patch → one realness logit per patch.
+
+    No batch normalisation, so the same net serves every loss, the WGAN-GP
+    gradient penalty included; ``spectral_norm=True`` bounds its Lipschitz constant.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        patch_size: int = 32,
+        channels: int = 32,
+        max_channels: int = 256,
+        spectral_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        wrap = _spectral_norm if spectral_norm else (lambda layer: layer)
+        widths = _level_widths(patch_size, channels, max_channels)[::-1]  # patch size → 4³
+        layers: list[nn.Module] = []
+        cin = in_channels
+        for cout in widths[:-1]:
+            layers += [
+                wrap(nn.Conv3d(cin, cout, 4, stride=2, padding=1)),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
+            cin = cout
+        layers.append(wrap(nn.Conv3d(cin, 1, kernel_size=4)))
+        self.net = nn.Sequential(*layers)
+        self.apply(init_dcgan_weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten(1).squeeze(1)

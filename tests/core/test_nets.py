@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from napari_medgan.core.nets.dcgan import DCGANDiscriminator3D, DCGANGenerator3D
+from napari_medgan.core.nets.ema import update_ema
+
+
+@pytest.mark.parametrize("patch", [8, 16, 32, 64])
+@pytest.mark.parametrize("upsample", ["transpose", "resize"])
+def test_generator_makes_patches_of_the_asked_size_in_range(patch, upsample):
+    torch.manual_seed(0)
+    g = DCGANGenerator3D(
+        latent_dim=8, patch_size=patch, channels=2, max_channels=8, upsample=upsample
+    )
+    out = g(torch.randn(3, 8))
+    assert out.shape == (3, 1, patch, patch, patch)
+    assert out.abs().max() <= 1.0
+    assert out.std() > 0  # not a constant output
+
+
+def test_resize_upsampling_uses_no_transposed_convolution_after_the_projection():
+    g = DCGANGenerator3D(latent_dim=8, patch_size=32, channels=2, upsample="resize")
+    kinds = [type(m).__name__ for m in g.upsample.modules()]
+    assert "ConvTranspose3d" not in kinds and "Upsample" in kinds
+
+
+def test_generator_of_128_patches_builds_with_small_widths():
+    g = DCGANGenerator3D(latent_dim=4, patch_size=128, channels=1, max_channels=4)
+    assert g(torch.randn(1, 4)).shape == (1, 1, 128, 128, 128)
+
+
+@pytest.mark.parametrize("patch", [8, 16, 32])
+def test_discriminator_gives_one_logit_per_patch(patch):
+    d = DCGANDiscriminator3D(patch_size=patch, channels=2, max_channels=8)
+    assert d(torch.randn(5, 1, patch, patch, patch)).shape == (5,)
+
+
+def test_spectral_norm_bounds_the_discriminator_weights():
+    torch.manual_seed(0)
+    d = DCGANDiscriminator3D(patch_size=16, channels=4, spectral_norm=True)
+    with torch.no_grad():
+        for conv in d.net:
+            if hasattr(conv, "parametrizations"):
+                conv.parametrizations.weight.original.mul_(50)
+        for _ in range(30):  # power iterations converge in training mode
+            d(torch.randn(2, 1, 16, 16, 16))
+    for conv in d.net:
+        if hasattr(conv, "parametrizations"):
+            sigma = torch.linalg.matrix_norm(conv.weight.flatten(1), ord=2)
+            assert sigma < 1.1
+
+
+def test_ema_warms_up_then_follows_slowly():
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        a.weight.zero_()
+        b.weight.fill_(1.0)
+    update_ema(a, b, decay=0.999, step=0)  # rate 0.1 at the first step
+    assert torch.allclose(a.weight, torch.full_like(a.weight, 0.9))
+    update_ema(a, b, decay=0.5, step=10_000)
+    assert torch.allclose(a.weight, torch.full_like(a.weight, 0.95))
