@@ -1,0 +1,317 @@
+"""``medgan``: the command line face, for batch and cluster work and for Slicer's background runs.
+
+A user error prints one line and exits with code 2 (``--debug`` shows the
+traceback). ``train --events jsonl`` prints one JSON object per event on stdout
+and nothing else there; otherwise a progress bar goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+
+EXIT_USER_ERROR = 2
+FORMATS = ("nii.gz", "nrrd", "tif")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medgan", description="3D GANs for medical images.")
+    parser.add_argument("--version", action="version", version=f"napari-medgan {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a model on volumes")
+    train.add_argument("--task", default=None, help="synthesis (default; see `medgan tasks`)")
+    train.add_argument("--data", nargs="+", metavar="PATH", help="volume files or folders")
+    train.add_argument(
+        "--mask",
+        nargs="+",
+        metavar="PATH",
+        help="one mask per volume: patches are centred inside it",
+    )
+    train.add_argument("--patch", type=int, help="cubic patch size (power of two, default 32)")
+    train.add_argument("--steps", type=int, help="total training steps (default 200)")
+    train.add_argument("--batch", type=int, help="patches per step (default 8)")
+    train.add_argument(
+        "--out", required=True, metavar="CKPT_DIR", help="checkpoint folder to write"
+    )
+    train.add_argument("--config", metavar="FILE", help="YAML/JSON config; flags override it")
+    train.add_argument("--resume", metavar="CKPT_DIR", help="continue from this checkpoint")
+    train.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    train.add_argument("--seed", type=int, help="random seed (default 0)")
+    train.add_argument(
+        "--modality",
+        choices=("auto", "ct", "mr"),
+        help="intensity normalisation: CT HU window or MR percentiles",
+    )
+    train.add_argument("--events", choices=("jsonl",), help="print JSON-lines events on stdout")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+
+    synth = commands.add_parser("synthesize", help="synthesize new patches from a checkpoint")
+    synth.add_argument("checkpoint", metavar="CKPT_DIR")
+    synth.add_argument("--n", type=int, default=4, help="how many volumes (default 4)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--out", required=True, metavar="OUT_DIR")
+    synth.add_argument("--format", choices=FORMATS, default="nii.gz")
+    synth.add_argument("--device", default="auto")
+    synth.add_argument("--overwrite", action="store_true", help="replace existing files")
+
+    evaluate = commands.add_parser("evaluate", help="quality and privacy numbers of a checkpoint")
+    evaluate.add_argument("checkpoint", metavar="CKPT_DIR")
+    evaluate.add_argument(
+        "--data",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="held-out volumes, not used in training",
+    )
+    evaluate.add_argument("--n", type=int, default=64, help="patches per set (default 64)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    info = commands.add_parser("info", help="print a checkpoint's card")
+    info.add_argument("checkpoint", metavar="CKPT_DIR")
+    info.add_argument("--json", action="store_true", help="the whole card as JSON")
+
+    sample = commands.add_parser("sample-data", help="write a built-in real volume")
+    sample.add_argument("name", help="mni152_t1, mni152_gm, mni152_wm or ct_head")
+    sample.add_argument("--out", required=True, metavar="FILE")
+    sample.add_argument("--overwrite", action="store_true")
+
+    commands.add_parser("tasks", help="list the tasks this version can train")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from .core.errors import MedGANError
+
+    warnings.simplefilter("default")
+    warnings.showwarning = _show_warning
+    try:
+        return _COMMANDS[args.command](args)
+    except MedGANError as err:
+        if args.debug:
+            raise
+        print(f"medgan: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    from .core.errors import MedGANWarning
+
+    if issubclass(category, MedGANWarning):
+        print(f"medgan: warning: {message}", file=sys.stderr)
+
+
+def _train_config(args: argparse.Namespace):
+    from .core import api
+    from .core.checkpoint import read_card
+
+    if args.config:
+        config = api.load_config(args.config)
+    elif args.resume:
+        config = api.Config.from_dict(read_card(args.resume)["config"], source=args.resume)
+    else:
+        config = api.Config()
+    overrides = {
+        ("task",): args.task,
+        ("data", "paths"): args.data,
+        ("data", "masks"): args.mask,
+        ("model", "patch_size"): args.patch,
+        ("train", "steps"): args.steps,
+        ("train", "batch_size"): args.batch,
+        ("train", "device"): args.device,
+        ("train", "seed"): args.seed,
+        ("data", "modality"): args.modality,
+    }
+    for keys, value in overrides.items():
+        if value is not None:
+            target = config if len(keys) == 1 else getattr(config, keys[0])
+            setattr(target, keys[-1], value)
+    config.validate()
+    if not config.data.paths:
+        from .core.errors import ConfigError
+
+        raise ConfigError("No training data: give --data PATH [PATH ...] (files or folders).")
+    return config
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .core import api
+    from .core.errors import OutputExistsError
+
+    config = _train_config(args)
+    out = Path(args.out)
+    continuing = args.resume and Path(args.resume).resolve() == out.resolve()
+    if out.exists() and not (args.overwrite or continuing):
+        raise OutputExistsError(
+            f"{out} already exists; choose another --out, add --overwrite to replace it, "
+            f"or continue it with --resume {out}."
+        )
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, _stop_handler(stop)) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        events = api.train(config, out, stop=stop, resume=args.resume)
+        if args.events == "jsonl":
+            _print_events(events, out)
+        else:
+            _progress_bar(events)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def _stop_handler(stop: threading.Event):
+    """First Ctrl-C / SIGTERM: stop at the next step with a checkpoint; second: abort."""
+
+    def handle(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print(
+            "\nmedgan: stopping after this step (checkpoint follows); again to abort",
+            file=sys.stderr,
+        )
+
+    return handle
+
+
+def _print_events(events, out: Path) -> None:
+    from .core.data.io import write_volume
+
+    preview_path = out.with_name(f"{out.name}-preview.nii.gz")
+    for event in events:
+        record = event.to_json()
+        if event.preview is not None:
+            write_volume(event.preview, preview_path, overwrite=True)
+            record["preview"] = str(preview_path)
+        print(json.dumps(record), flush=True)
+
+
+def _progress_bar(events) -> None:
+    from tqdm import tqdm
+
+    bar = None
+    for event in events:
+        if event.kind == "start":
+            bar = tqdm(
+                total=event.total,
+                initial=event.step,
+                unit="step",
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
+        elif event.kind == "step":
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in event.losses.items()}, refresh=False)
+        else:
+            bar.close()
+            print(f"medgan: {event.message}; checkpoint: {event.checkpoint}", file=sys.stderr)
+
+
+def _cmd_synthesize(args: argparse.Namespace) -> int:
+    from .core import api
+    from .core.errors import OutputExistsError
+
+    out = Path(args.out)
+    targets = [out / f"synth_{i:03d}.{args.format}" for i in range(args.n)]
+    existing = [t for t in targets if t.exists()]
+    if existing and not args.overwrite:
+        raise OutputExistsError(
+            f"{existing[0]} already exists ({len(existing)} of the {args.n} outputs do); "
+            "choose another --out or add --overwrite."
+        )
+    model = api.load_model(args.checkpoint, device=args.device, expect_task=None)
+    for volume, target in zip(api.synthesize(model, args.n, args.seed), targets, strict=True):
+        api.write_volume(volume, target, overwrite=args.overwrite)
+        print(target)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .core import api
+
+    report = api.evaluate(args.checkpoint, args.data, n=args.n, seed=args.seed)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for key, value in report.items():
+            if isinstance(value, dict):
+                for sub, number in value.items():
+                    print(f"{key}.{sub:<32} {_fmt(number)}")
+            else:
+                print(f"{key:<40} {_fmt(value)}")
+    return 0
+
+
+def _fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .core.checkpoint import read_card
+
+    card = read_card(args.checkpoint)
+    if args.json:
+        print(json.dumps(card, indent=2))
+        return 0
+    data = card.get("data", {})
+    lines = {
+        "task": card["task"],
+        "version": card.get("version"),
+        "created": card.get("created"),
+        "step": f"{card['step']} of {card['config']['train']['steps']}",
+        "patch size": card.get("patch_size"),
+        "spacing (mm)": card.get("spacing"),
+        "modality": card.get("modality"),
+        "normalization": card.get("normalization"),
+        "nets": {
+            k: f"{v['class']} ({v['parameters']:,} parameters)"
+            for k, v in card.get("nets", {}).items()
+        },
+        "training files": data.get("files"),
+        "seed": card.get("seed"),
+        "last losses": {k: v[-1] for k, v in card.get("loss_history", {}).items() if v},
+    }
+    for key, value in lines.items():
+        print(f"{key:<15} {value}")
+    return 0
+
+
+def _cmd_sample_data(args: argparse.Namespace) -> int:
+    from .core.data.samples import write_sample
+
+    print(write_sample(args.name, args.out, overwrite=args.overwrite))
+    return 0
+
+
+def _cmd_tasks(args: argparse.Namespace) -> int:
+    from .core.tasks.registry import available_tasks
+
+    print("\n".join(available_tasks()))
+    return 0
+
+
+_COMMANDS = {
+    "train": _cmd_train,
+    "synthesize": _cmd_synthesize,
+    "evaluate": _cmd_evaluate,
+    "info": _cmd_info,
+    "sample-data": _cmd_sample_data,
+    "tasks": _cmd_tasks,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

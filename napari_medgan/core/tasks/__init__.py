@@ -1,0 +1,1 @@
+"""One module per task: its nets, its train step, its inference. See ``registry``."""

@@ -1,0 +1,106 @@
+"""What every task shares: nets and optimisers by name, their (de)serialisation, AMP."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..checkpoint import load_state_strict, optimizer_from_tensors, optimizer_to_tensors
+from ..config import Config
+
+BatchSource = Callable[[], torch.Tensor]
+
+
+class Task:
+    """A trainable model family. Subclasses fill ``nets`` and ``optimizers`` in ``__init__``.
+
+    ``nets`` holds every module whose weights go into ``model.safetensors``;
+    ``rng`` is the task's own generator (noise, penalties), saved for exact resume.
+    """
+
+    name: ClassVar[str]
+    can_synthesize: ClassVar[bool] = False
+
+    def __init__(self, config: Config, device: torch.device, channels: int = 1) -> None:
+        self.config = config
+        self.device = device
+        self.channels = channels
+        self.nets: dict[str, nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.rng = torch.Generator(device=device)
+        self.rng.manual_seed(config.train.seed)
+        on_cuda = device.type == "cuda"
+        self.use_amp = config.train.amp and on_cuda and torch.cuda.is_bf16_supported()
+        wanted = config.train.channels_last
+        self.channels_last = wanted == "on" or (wanted == "auto" and on_cuda)
+
+    def finish_setup(self) -> None:
+        """Move nets to the device and memory layout; call at the end of ``__init__``."""
+        layout = torch.channels_last_3d if self.channels_last else torch.contiguous_format
+        for net in self.nets.values():
+            net.to(self.device, memory_format=layout)
+
+    def to_layout(self, batch: torch.Tensor) -> torch.Tensor:
+        return (
+            batch.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else batch
+        )
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.use_amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def train_step(self, next_batch: BatchSource, step: int) -> dict[str, torch.Tensor]:
+        """One optimisation step; returns the losses (0-d tensors, checked for NaN by the loop)."""
+        raise NotImplementedError
+
+    def preview(self) -> torch.Tensor:
+        """A ``(C, p, p, p)`` normalised volume that shows how training is going."""
+        raise NotImplementedError
+
+    def eval(self) -> Task:
+        for net in self.nets.values():
+            net.eval()
+        return self
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return {
+            f"{name}.{key}": value
+            for name, net in self.nets.items()
+            for key, value in net.state_dict().items()
+        }
+
+    def load_weights(self, tensors: dict[str, torch.Tensor], source: Path) -> None:
+        for name, net in self.nets.items():
+            load_state_strict(net, tensors, name, source)
+
+    def training_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors: dict[str, torch.Tensor] = {"rng.task": self.rng.get_state()}
+        meta: dict[str, Any] = {}
+        for name, optimizer in self.optimizers.items():
+            opt_tensors, meta[name] = optimizer_to_tensors(optimizer, f"optim.{name}")
+            tensors.update(opt_tensors)
+        return tensors, meta
+
+    def load_training_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Continue a run; the learning rates of the current config win over the saved ones."""
+        self.rng.set_state(tensors["rng.task"])
+        for name, optimizer in self.optimizers.items():
+            rates = [group["lr"] for group in optimizer.param_groups]
+            optimizer_from_tensors(optimizer, tensors, meta[name], f"optim.{name}")
+            for group, rate in zip(optimizer.param_groups, rates, strict=True):
+                group["lr"] = rate
+
+    def net_summary(self) -> dict[str, dict[str, Any]]:
+        return {
+            name: {
+                "class": type(net).__name__,
+                "parameters": sum(p.numel() for p in net.parameters()),
+            }
+            for name, net in self.nets.items()
+        }

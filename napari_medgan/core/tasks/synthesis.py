@@ -1,0 +1,93 @@
+"""``synthesis``: noise → realistic 3D patches (DCGAN-3D; WGAN-GP with ``loss: wgan-gp``)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from ..config import Config
+from ..losses import discriminator_loss, generator_loss, gradient_penalty
+from ..nets.dcgan import DCGANDiscriminator3D, DCGANGenerator3D
+from ..nets.ema import update_ema
+from .base import BatchSource, Task
+
+
+class SynthesisTask(Task):
+    """G draws patches from noise, D tells them from real patches; ``G_ema`` synthesizes."""
+
+    name = "synthesis"
+    can_synthesize = True
+
+    def __init__(self, config: Config, device: torch.device, channels: int = 1) -> None:
+        super().__init__(config, device, channels)
+        m, t = config.model, config.train
+        generator = DCGANGenerator3D(
+            m.latent_dim, channels, m.patch_size, m.g_channels, m.max_channels, m.upsample
+        )
+        self.nets = {
+            "G": generator,
+            "G_ema": copy.deepcopy(generator).requires_grad_(False),
+            "D": DCGANDiscriminator3D(
+                channels, m.patch_size, m.d_channels, m.max_channels, m.spectral_norm
+            ),
+        }
+        self.finish_setup()
+        self.optimizers = {
+            "G": torch.optim.Adam(self.nets["G"].parameters(), lr=t.lr_g, betas=t.betas),
+            "D": torch.optim.Adam(self.nets["D"].parameters(), lr=t.lr_d, betas=t.betas),
+        }
+        self.n_critic = config.n_critic
+        self.preview_noise = self.noise(1, seed=t.seed)
+
+    def noise(self, n: int, seed: int | None = None) -> torch.Tensor:
+        """Latent vectors; with ``seed`` independent of the training stream (and of the device)."""
+        if seed is None:
+            return torch.randn(
+                n, self.config.model.latent_dim, generator=self.rng, device=self.device
+            )
+        cpu = torch.Generator().manual_seed(seed)
+        return torch.randn(n, self.config.model.latent_dim, generator=cpu).to(self.device)
+
+    def train_step(self, next_batch: BatchSource, step: int) -> dict[str, torch.Tensor]:
+        G, D = self.nets["G"], self.nets["D"]
+        kind = self.config.train.loss
+        for _ in range(self.n_critic):
+            real = self.to_layout(next_batch())
+            with torch.no_grad(), self.autocast():
+                fake = G(self.noise(real.shape[0]))
+            with self.autocast():
+                loss_d = discriminator_loss(kind, D(real), D(fake))
+            if kind == "wgan-gp":
+                penalty = gradient_penalty(D, real, fake.float(), self.rng)
+                loss_d = loss_d + self.config.train.gp_weight * penalty
+            self.optimizers["D"].zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.optimizers["D"].step()
+        with self.autocast():
+            loss_g = generator_loss(kind, D(G(self.noise(real.shape[0]))))
+        self.optimizers["G"].zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.optimizers["G"].step()
+        update_ema(self.nets["G_ema"], G, self.config.train.ema_decay, step)
+        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach()}
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int) -> torch.Tensor:
+        """``(n, C, p, p, p)`` normalised patches from the EMA generator; a seed fixes them."""
+        ema = self.nets["G_ema"].eval()
+        with self.autocast():
+            return ema(self.noise(n, seed=seed)).float()
+
+    @torch.no_grad()
+    def preview(self) -> torch.Tensor:
+        ema = self.nets["G_ema"]
+        was_training = ema.training
+        ema.eval()
+        with self.autocast():
+            patch = ema(self.preview_noise).float()[0]
+        ema.train(was_training)
+        return patch
+
+
+TASK = SynthesisTask

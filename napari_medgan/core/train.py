@@ -1,0 +1,274 @@
+"""The training loop, as a generator of events.
+
+Faces drive it the same way: napari in a ``thread_worker``, Slicer through
+``medgan train --events jsonl``, the CLI with a progress bar. Each event says
+where training is; a ``stop`` request ends it at the next step with a checkpoint.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from .checkpoint import load_checkpoint, patch_affine, save_checkpoint
+from .config import Config
+from .data.dataset import load_training_volumes
+from .data.normalize import IntensityNormalization, denormalize, fit_normalization, normalize
+from .data.patches import make_patch_sampler
+from .data.volume import Volume
+from .device import out_of_memory_advice, resolve_device
+from .errors import ConfigError, MedGANWarning, TrainingError
+from .tasks.base import Task
+from .tasks.registry import get_task_class
+
+StopRequest = Callable[[], bool] | threading.Event | None
+HISTORY_POINTS = 2000  # the card keeps at most this many loss-history points
+
+
+@dataclass
+class TrainEvent:
+    """One report from training. ``kind``: ``start``, ``step``, ``done`` or ``stopped``."""
+
+    kind: str
+    step: int
+    total: int
+    losses: dict[str, float] = field(default_factory=dict)
+    steps_per_s: float = 0.0
+    eta_s: float = 0.0
+    preview: Volume | None = None
+    checkpoint: str | None = None
+    message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready fields; the preview volume is left to the face to store."""
+        return {
+            "event": self.kind,
+            "step": self.step,
+            "total": self.total,
+            "losses": self.losses,
+            "steps_per_s": round(self.steps_per_s, 4),
+            "eta_s": round(self.eta_s, 2),
+            "preview": self.preview is not None,
+            "checkpoint": self.checkpoint,
+            "message": self.message,
+        }
+
+
+def _stop_requested(stop: StopRequest) -> bool:
+    if stop is None:
+        return False
+    if isinstance(stop, threading.Event):
+        return stop.is_set()
+    return bool(stop())
+
+
+def train(
+    config: Config, out: str | Path, *, stop: StopRequest = None, resume: str | Path | None = None
+) -> Iterator[TrainEvent]:
+    """Train ``config.task``, checkpointing into ``out``; yields a :class:`TrainEvent` per step.
+
+    With ``resume``, weights, optimiser states, step and random streams continue from
+    that checkpoint; ``config.train.steps`` is the new total.
+    """
+    config.validate()
+    device = resolve_device(config.train.device)
+    resumed = _load_resume(config, resume) if resume else None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MedGANWarning)
+        data = load_training_volumes(
+            config.data.paths,
+            patch_size=config.model.patch_size,
+            masks=config.data.masks or None,
+            spacing_mismatch=config.data.spacing_mismatch,
+        )
+    notes = [str(w.message) for w in caught]
+    for note in notes:
+        warnings.warn(note, MedGANWarning, stacklevel=2)
+    tensors = [v.tensor for v in data.volumes]
+    norm = (
+        IntensityNormalization.from_dict(resumed.card["normalization"])
+        if resumed
+        else fit_normalization(
+            tensors, config.data.modality, config.data.ct_window, config.data.mr_percentiles
+        )
+    )
+    if not resumed:
+        torch.manual_seed(config.train.seed)
+    task = get_task_class(config.task)(config, device, channels=tensors[0].shape[0])
+    sampler = make_patch_sampler(
+        config.data.sampler,
+        [normalize(norm, t) for t in tensors],
+        config.model.patch_size,
+        config.train.batch_size,
+        affines=[v.affine for v in data.volumes],
+        device=device,
+        seed=config.train.seed,
+        masks=data.masks,
+        samples_per_volume=config.data.samples_per_volume,
+        queue_length=config.data.queue_length,
+    )
+    step, history = 0, {}
+    if resumed:
+        task.load_weights(resumed.weights, resumed.path)
+        task.load_training_state(resumed.training_state, resumed.training_meta["task"])
+        sampler.load_state_dict(
+            {
+                k[len("sampler.") :]: v
+                for k, v in resumed.training_state.items()
+                if k.startswith("sampler.")
+            }
+        )
+        step = int(resumed.card["step"])
+        history = {k: list(v) for k, v in resumed.training_meta.get("history", {}).items()}
+    card = _card(config, task, data.summary, data.volumes[0], norm)
+    run = _Run(task, sampler, out, card, history, (resumed.path, step) if resumed else None)
+
+    total = config.train.steps
+    yield TrainEvent("start", step, total, message="; ".join(notes))
+    started, first_step = time.perf_counter(), step
+    with out_of_memory_advice(device, config.model.patch_size, config.train.batch_size):
+        while step < total:
+            if _stop_requested(stop):
+                path = run.save(step)
+                yield TrainEvent(
+                    "stopped",
+                    step,
+                    total,
+                    checkpoint=str(path),
+                    message=f"stopped at step {step}; checkpoint saved",
+                )
+                return
+            step += 1
+            losses = {
+                name: float(value)
+                for name, value in task.train_step(sampler.next_batch, step).items()
+            }
+            bad = [name for name, value in losses.items() if not math.isfinite(value)]
+            if bad:
+                raise TrainingError(run.divergence_message(step, bad))
+            run.record(losses)
+            rate = (step - first_step) / max(time.perf_counter() - started, 1e-9)
+            event = TrainEvent("step", step, total, losses, rate, (total - step) / max(rate, 1e-9))
+            if step % config.train.preview_every == 0 or step == total:
+                event.preview = run.preview_volume()
+            if step % config.train.checkpoint_every == 0 and step < total:
+                event.checkpoint = str(run.save(step))
+            yield event
+    path = run.save(step)
+    yield TrainEvent("done", step, total, checkpoint=str(path), message=f"finished {step} steps")
+
+
+def _load_resume(config: Config, resume: str | Path):
+    checkpoint = load_checkpoint(resume, with_training_state=True)
+    saved = Config.from_dict(checkpoint.card["config"], source=f"the card of {resume}")
+    if saved.task != config.task:
+        raise ConfigError(
+            f"Can't resume {resume}: it was trained for task {saved.task!r}, not {config.task!r}."
+        )
+    if saved.model != config.model:
+        raise ConfigError(
+            f"Can't resume {resume}: its nets ({saved.model}) differ from the ones asked for "
+            f"({config.model}); resume without changing model settings."
+        )
+    if checkpoint.card["step"] >= config.train.steps:
+        raise ConfigError(
+            f"{resume} has already trained {checkpoint.card['step']} steps; ask for more "
+            f"(--steps > {checkpoint.card['step']}) to resume."
+        )
+    return checkpoint
+
+
+def _card(
+    config: Config, task: Task, summary: dict, first: Volume, norm: IntensityNormalization
+) -> dict[str, Any]:
+    return {
+        "format_version": 1,
+        "task": config.task,
+        "package": "napari-medgan",
+        "version": __version__,
+        "nets": task.net_summary(),
+        "patch_size": config.model.patch_size,
+        "channels": task.channels,
+        "spacing": list(first.spacing),
+        "direction": first.direction.tolist(),
+        "normalization": norm.to_dict(),
+        "modality": norm.modality,
+        "data": summary,
+        "seed": config.train.seed,
+        "config": config.to_dict(),
+    }
+
+
+class _Run:
+    """Bookkeeping of one training run: loss history, previews, checkpoints."""
+
+    def __init__(self, task: Task, sampler, out: str | Path, card: dict, history: dict,
+                 last_checkpoint: tuple[Path, int] | None):
+        self.task, self.sampler, self.out, self.card = task, sampler, Path(out), card
+        self.history: dict[str, list[float]] = history
+        self.last_checkpoint = last_checkpoint
+
+    def record(self, losses: dict[str, float]) -> None:
+        for name, value in losses.items():
+            self.history.setdefault(name, []).append(value)
+
+    def preview_volume(self) -> Volume:
+        norm = IntensityNormalization.from_dict(self.card["normalization"])
+        patch = denormalize(norm, self.task.preview()).cpu()
+        return Volume(patch, patch_affine(self.card), name="preview")
+
+    def save(self, step: int) -> Path:
+        tensors, task_meta = self.task.training_state()
+        tensors.update({f"sampler.{k}": v for k, v in self.sampler.state_dict().items()})
+        card = dict(
+            self.card,
+            step=step,
+            created=datetime.datetime.now().isoformat(timespec="seconds"),
+            loss_history=_thin(self.history),
+        )
+        path = save_checkpoint(
+            self.out,
+            card=card,
+            weights=self.task.weights(),
+            training_state=tensors,
+            training_meta={"task": task_meta, "history": self.history},
+        )
+        self.last_checkpoint = (path, step)
+        return path
+
+    def divergence_message(self, step: int, bad: list[str]) -> str:
+        if self.last_checkpoint:
+            kept = (
+                f"the last good checkpoint is {self.last_checkpoint[0]} "
+                f"(step {self.last_checkpoint[1]})"
+            )
+        else:
+            kept = "no checkpoint had been written yet"
+        return (
+            f"Training diverged: {', '.join(bad)} became NaN or infinite at step {step}; "
+            f"{kept}. Try lower learning rates or another loss (e.g. --config with "
+            "train.loss: hinge)."
+        )
+
+
+def _thin(history: dict[str, list[float]]) -> dict[str, list[float]]:
+    """At most HISTORY_POINTS means per loss, so cards of long runs stay small."""
+    thinned = {}
+    for name, values in history.items():
+        if len(values) <= HISTORY_POINTS:
+            thinned[name] = [round(v, 6) for v in values]
+        else:
+            bins = np.array_split(np.asarray(values), HISTORY_POINTS)
+            thinned[name] = [round(float(b.mean()), 6) for b in bins]
+    return thinned

@@ -1,0 +1,308 @@
+"""Reading, checking and writing volumes: real files on disk, geometry kept exactly."""
+
+from __future__ import annotations
+
+import gzip
+import time
+import warnings
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import tifffile
+import torch
+
+from napari_medgan.core.data.io import (
+    SUPPORTED_SUFFIXES,
+    check_volume,
+    find_volume_files,
+    read_volume,
+    write_volume,
+)
+from napari_medgan.core.data.volume import Volume
+from napari_medgan.core.errors import DataError, MedGANWarning, OutputExistsError
+
+ATOL = 1e-5
+
+
+def oblique_affine(spacing=(0.7, 1.3, 2.9), origin=(-91.25, 12.5, 40.75)) -> np.ndarray:
+    """Rotation about two axes (not axis-aligned), anisotropic voxels, an off-centre origin."""
+    a, b = np.deg2rad(25), np.deg2rad(-40)
+    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    rz = np.array([[np.cos(b), -np.sin(b), 0], [np.sin(b), np.cos(b), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rz @ rx * np.asarray(spacing)
+    affine[:3, 3] = origin
+    return affine
+
+
+def ramp(shape=(10, 12, 8)) -> np.ndarray:
+    return np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+
+
+def save_nifti(path, array, affine):
+    nib.save(nib.Nifti1Image(array, affine), str(path))
+    return path
+
+
+def test_supported_suffixes():
+    assert set(SUPPORTED_SUFFIXES) == {".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd",
+                                       ".tif", ".tiff"}
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_read_nifti_keeps_voxels_affine_and_name(tmp_path, suffix):
+    affine = oblique_affine()
+    path = save_nifti(tmp_path / f"brain{suffix}", ramp().astype(np.int16), affine)
+    volume = read_volume(path)
+    assert volume.name == "brain"
+    assert volume.tensor.dtype == torch.float32
+    assert volume.tensor.shape == (1, 10, 12, 8)
+    assert torch.equal(volume.tensor[0], torch.from_numpy(ramp()))
+    np.testing.assert_allclose(volume.affine, nib.load(path).affine, atol=ATOL)
+    np.testing.assert_allclose(volume.spacing, (0.7, 1.3, 2.9), atol=ATOL)
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".nhdr", ".mha", ".mhd"])
+def test_read_itk_formats_convert_lps_to_ras(tmp_path, suffix):
+    """NRRD / MetaImage store LPS: the RAS affine flips the first two rows."""
+    image = sitk.GetImageFromArray(ramp().transpose())  # sitk arrays are (k, j, i)
+    image.SetSpacing((0.7, 1.3, 2.9))
+    image.SetOrigin((10.0, -20.0, 30.0))
+    path = tmp_path / f"scan{suffix}"
+    sitk.WriteImage(image, str(path))
+    volume = read_volume(path)
+    assert volume.name == "scan"
+    assert torch.equal(volume.tensor[0], torch.from_numpy(ramp()))
+    expected = np.diag([-0.7, -1.3, 2.9, 1.0])
+    expected[:3, 3] = (-10.0, 20.0, 30.0)
+    np.testing.assert_allclose(volume.affine, expected, atol=ATOL)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha"])
+@pytest.mark.parametrize("kind", ["oblique", "lps"])
+def test_geometry_round_trip(tmp_path, suffix, kind):
+    affine = oblique_affine() if kind == "oblique" else np.diag([-0.8, -0.8, 2.5, 1.0])
+    if kind == "lps":
+        affine[:3, 3] = (100.0, 120.0, -30.0)
+    path = save_nifti(tmp_path / "in.nii.gz", ramp(), affine)
+    volume = read_volume(path)
+    back = read_volume(write_volume(volume, tmp_path / f"out{suffix}"))
+    np.testing.assert_allclose(back.affine, affine, atol=ATOL)
+    assert torch.equal(back.tensor, volume.tensor)
+
+
+def test_nifti_to_nrrd_to_nifti_keeps_geometry(tmp_path):
+    affine = oblique_affine(spacing=(0.5, 0.5, 3.0))
+    first = read_volume(save_nifti(tmp_path / "a.nii.gz", ramp(), affine))
+    nrrd = read_volume(write_volume(first, tmp_path / "b.nrrd"))
+    again = read_volume(write_volume(nrrd, tmp_path / "c.nii.gz"))
+    np.testing.assert_allclose(again.affine, affine, atol=ATOL)
+    np.testing.assert_allclose(again.spacing, (0.5, 0.5, 3.0), atol=ATOL)
+    assert torch.equal(again.tensor, first.tensor)
+
+
+def test_tiff_imagej_spacing_in_microns(tmp_path):
+    path = tmp_path / "cells.tif"
+    stack = ramp((8, 12, 10))  # (Z, Y, X)
+    tifffile.imwrite(path, stack, imagej=True, resolution=(1 / 0.25, 1 / 0.5),
+                     metadata={"spacing": 2.0, "unit": "micron", "axes": "ZYX"})
+    volume = read_volume(path)
+    assert volume.name == "cells"
+    assert volume.tensor.shape == (1, 10, 12, 8)  # (1, X, Y, Z)
+    assert torch.equal(volume.tensor[0], torch.from_numpy(stack).permute(2, 1, 0))
+    np.testing.assert_allclose(volume.affine, np.diag([0.25e-3, 0.5e-3, 2e-3, 1]), rtol=1e-9)
+
+
+def test_tiff_ome_spacing(tmp_path):
+    path = tmp_path / "stack.ome.tif"
+    tifffile.imwrite(path, ramp((8, 12, 10)), metadata={
+        "axes": "ZYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.25, "PhysicalSizeZ": 2.0,
+        "PhysicalSizeXUnit": "mm", "PhysicalSizeYUnit": "mm", "PhysicalSizeZUnit": "\u00b5m"})
+    volume = read_volume(path)
+    assert volume.tensor.shape == (1, 10, 12, 8)
+    np.testing.assert_allclose(volume.spacing, (0.5, 0.25, 2e-3), rtol=1e-9)
+
+
+def test_tiff_without_metadata_assumes_1mm_and_warns(tmp_path):
+    path = tmp_path / "plain.tif"
+    tifffile.imwrite(path, ramp((8, 12, 10)))
+    with pytest.warns(MedGANWarning, match="plain.tif.*1 mm"):
+        volume = read_volume(path)
+    assert volume.tensor.shape == (1, 10, 12, 8)
+    np.testing.assert_array_equal(volume.affine, np.eye(4))
+
+
+def test_tiff_spacing_round_trip(tmp_path):
+    volume = Volume(torch.from_numpy(ramp())[None], np.diag([0.123456789, 1.3, 2.9, 1.0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a positive diagonal affine loses nothing
+        back = read_volume(write_volume(volume, tmp_path / "out.tiff"))
+    np.testing.assert_allclose(back.affine, volume.affine, rtol=1e-9)
+    assert torch.equal(back.tensor, volume.tensor)
+
+
+def test_tiff_write_warns_that_orientation_is_lost(tmp_path):
+    volume = Volume(torch.from_numpy(ramp())[None], oblique_affine())
+    with pytest.warns(MedGANWarning, match="orientation"):
+        back = read_volume(write_volume(volume, tmp_path / "out.tif"))
+    np.testing.assert_allclose(back.spacing, volume.spacing, rtol=1e-9)
+
+
+def write_dicom_series(folder, array, spacing, origin):
+    """As SimpleITK's "DICOM series from array" example: one file per slice, with tags."""
+    image = sitk.GetImageFromArray(array)  # array (k, j, i)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    stamp = time.strftime("%Y%m%d"), time.strftime("%H%M%S")
+    uid = "1.2.826.0.1.3680043.2.1125." + stamp[0] + ".1" + stamp[1]
+    direction = image.GetDirection()
+    series_tags = [
+        ("0008|0031", stamp[1]), ("0008|0021", stamp[0]), ("0008|0008", "DERIVED\\SECONDARY"),
+        ("0020|000e", uid), ("0008|0060", "CT"), ("0018|0050", str(spacing[2])),
+        ("0020|0037", "\\".join(str(d) for d in (*direction[0:7:3], *direction[1:8:3]))),
+    ]
+    folder.mkdir()
+    for k in range(image.GetDepth()):
+        slice_ = image[:, :, k]
+        for tag, value in series_tags:
+            slice_.SetMetaData(tag, value)
+        position = image.TransformIndexToPhysicalPoint((0, 0, k))
+        slice_.SetMetaData("0020|0032", "\\".join(map(str, position)))
+        slice_.SetMetaData("0020|0013", str(k))
+        slice_.SetMetaData("0028|0030", f"{spacing[1]}\\{spacing[0]}")
+        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
+        writer.Execute(slice_)
+
+
+def test_read_dicom_series_folder(tmp_path):
+    array = (ramp((6, 12, 10)) % 500).astype(np.int16)  # (k, j, i)
+    folder = tmp_path / "series"
+    write_dicom_series(folder, array, spacing=(0.6, 0.7, 2.5), origin=(5.0, -3.0, 12.0))
+    assert find_volume_files([tmp_path]) == [folder]
+    volume = read_volume(folder)
+    assert volume.name == "series"
+    assert volume.tensor.shape == (1, 10, 12, 6)
+    np.testing.assert_allclose(volume.spacing, (0.6, 0.7, 2.5), atol=1e-4)
+    np.testing.assert_allclose(volume.affine[:3, 3], (-5.0, 3.0, 12.0), atol=1e-4)
+    assert torch.equal(volume.tensor[0], torch.from_numpy(array.transpose().astype(np.float32)))
+
+
+def test_find_volume_files_expands_folders_sorted(tmp_path):
+    for name in ("b.nrrd", "a.nii.gz", "c.tif", "notes.txt", "a.raw"):
+        (tmp_path / name).write_bytes(b"x")
+    single = tmp_path / "one.mha"
+    single.write_bytes(b"x")
+    found = find_volume_files([tmp_path, single])
+    assert [p.name for p in found] == ["a.nii.gz", "b.nrrd", "c.tif", "one.mha", "one.mha"]
+
+
+def test_find_volume_files_refuses_bad_paths(tmp_path):
+    with pytest.raises(DataError, match="missing.nii.gz.*does not exist"):
+        find_volume_files([tmp_path / "missing.nii.gz"])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("hi")
+    with pytest.raises(DataError, match=r"empty holds no volumes.*\.nii\.gz.*\.nrrd.*DICOM"):
+        find_volume_files([empty])
+    (tmp_path / "photo.png").write_bytes(b"x")
+    with pytest.raises(DataError, match=r"photo.png.*unsupported.*\.png.*\.nii\.gz"):
+        find_volume_files(tmp_path / "photo.png")
+
+
+def test_read_volume_refuses_bad_files(tmp_path):
+    with pytest.raises(DataError, match="nothere.nii.*does not exist"):
+        read_volume(tmp_path / "nothere.nii")
+    (tmp_path / "image.png").write_bytes(b"x")
+    with pytest.raises(DataError, match=r"image.png.*unsupported.*\.nrrd"):
+        read_volume(tmp_path / "image.png")
+
+    for suffix in (".nii.gz", ".nii"):  # SimpleITK would zero-fill these without a word
+        good = save_nifti(tmp_path / f"good{suffix}", ramp((40, 40, 40)), np.eye(4))
+        truncated = tmp_path / f"cut{suffix}"
+        truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+        with pytest.raises(DataError, match=f"cut{suffix}.*truncated or corrupt.*NIfTI"):
+            read_volume(truncated)
+
+    garbage = tmp_path / "noise.nrrd"
+    garbage.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(DataError, match="noise.nrrd.*truncated or corrupt.*NRRD"):
+        read_volume(garbage)
+
+    wrong_header = tmp_path / "fake.nii.gz"
+    wrong_header.write_bytes(gzip.compress(b"this is not a NIfTI header" * 40))
+    with pytest.raises(DataError, match="fake.nii.gz.*corrupt"):
+        read_volume(wrong_header)
+
+
+def volume_of(array, name="v") -> Volume:
+    return Volume(torch.as_tensor(array, dtype=torch.float32), np.eye(4), name)
+
+
+def test_check_volume_accepts_a_3d_volume():
+    check_volume(volume_of(ramp()[None]), "ok.nii.gz")
+
+
+def test_check_volume_refuses_2d_images(tmp_path):
+    path = save_nifti(tmp_path / "slice.nii.gz", ramp((32, 32, 1)), np.eye(4))
+    with pytest.raises(DataError, match="slice.nii.gz is a 2D image"):
+        check_volume(read_volume(path), str(path))
+    png_like = tmp_path / "photo.tif"
+    tifffile.imwrite(png_like, ramp((32, 32)))
+    with pytest.warns(MedGANWarning), pytest.raises(DataError, match="photo.tif is a 2D image"):
+        check_volume(read_volume(png_like), str(png_like))
+
+
+def test_check_volume_refuses_4d_time_series(tmp_path):
+    path = save_nifti(tmp_path / "fmri.nii.gz", ramp((8, 9, 10, 5)), np.eye(4))
+    volume = read_volume(path)
+    assert volume.tensor.shape == (5, 8, 9, 10)
+    with pytest.raises(DataError, match="fmri.nii.gz has 5 channels or time points.*one 3D"):
+        check_volume(volume, str(path))
+
+
+@pytest.mark.parametrize(("value", "word"), [(np.nan, "NaN"), (np.inf, "infinite")])
+def test_check_volume_refuses_non_finite_voxels(tmp_path, value, word):
+    array = ramp()
+    array[0, 0, :3] = value
+    path = save_nifti(tmp_path / "bad.nii.gz", array, np.eye(4))
+    with pytest.raises(DataError, match=f"bad.nii.gz has 3 {word} voxel"):
+        check_volume(read_volume(path), str(path))
+
+
+def test_check_volume_refuses_constant_volume():
+    with pytest.raises(DataError, match="flat.nrrd is constant.*every voxel is 7"):
+        check_volume(volume_of(np.full((1, 8, 8, 8), 7.0)), "flat.nrrd")
+
+
+def test_write_refuses_existing_file_and_leaves_it_alone(tmp_path):
+    target = tmp_path / "keep.nii.gz"
+    target.write_bytes(b"precious")
+    volume = volume_of(ramp()[None])
+    with pytest.raises(OutputExistsError, match="keep.nii.gz already exists"):
+        write_volume(volume, target)
+    assert target.read_bytes() == b"precious"
+    write_volume(volume, target, overwrite=True)
+    assert torch.equal(read_volume(target).tensor, volume.tensor)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.nii.gz"]  # no temp files left
+
+
+def test_write_creates_folders_and_refuses_unknown_suffix(tmp_path):
+    volume = volume_of(ramp()[None])
+    path = write_volume(volume, tmp_path / "a" / "b" / "out.mha")
+    assert path.is_file()
+    with pytest.raises(DataError, match=r"out.png.*unsupported.*\.nii\.gz"):
+        write_volume(volume, tmp_path / "out.png")
+
+
+def test_tiff_channels_become_channels_and_are_refused(tmp_path):
+    path = tmp_path / "two_colours.tif"
+    tifffile.imwrite(path, ramp((8, 2, 12, 10)), imagej=True,
+                     metadata={"axes": "ZCYX", "unit": "micron"})
+    volume = read_volume(path)
+    assert volume.tensor.shape == (2, 10, 12, 8)
+    with pytest.raises(DataError, match="two_colours.tif has 2 channels"):
+        check_volume(volume, str(path))

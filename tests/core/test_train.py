@@ -1,0 +1,136 @@
+"""The training loop driven the way a face drives it: iterate events, request a stop, resume."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_medgan.core import api
+from napari_medgan.core.checkpoint import load_checkpoint, read_card
+from napari_medgan.core.errors import ConfigError, DeviceError, TrainingError
+
+
+def run(config, out, **kwargs):
+    return list(api.train(config, out, **kwargs))
+
+
+def test_events_report_progress_previews_and_checkpoints(tiny_config, tmp_path):
+    config = tiny_config(steps=5, preview_every=2, checkpoint_every=2)
+    events = run(config, tmp_path / "ckpt")
+    assert [e.kind for e in events] == ["start"] + ["step"] * 5 + ["done"]
+    steps = events[1:-1]
+    assert [e.step for e in steps] == [1, 2, 3, 4, 5] and {e.total for e in events} == {5}
+    assert all(set(e.losses) == {"loss_d", "loss_g"} for e in steps)
+    assert all(e.steps_per_s > 0 for e in steps) and steps[-1].eta_s == 0
+    assert [e.step for e in steps if e.preview is not None] == [2, 4, 5]
+    assert [e.step for e in steps if e.checkpoint] == [2, 4]
+    preview = steps[1].preview
+    assert preview.tensor.shape == (1, 16, 16, 16)
+    np.testing.assert_allclose(preview.spacing, (1.0, 1.0, 1.0))
+    card = read_card(events[-1].checkpoint)
+    assert card["step"] == 5 and card["task"] == "synthesis"
+    assert len(card["loss_history"]["loss_d"]) == 5
+    assert card["data"]["files"] and card["config"]["train"]["steps"] == 5
+    assert card["normalization"]["modality"] == "mr"
+    assert set(card["nets"]) == {"G", "G_ema", "D"}
+
+
+def test_a_stop_request_ends_at_the_next_step_with_a_checkpoint(tiny_config, tmp_path):
+    stop = threading.Event()
+    events = []
+    for event in api.train(tiny_config(steps=50), tmp_path / "ckpt", stop=stop):
+        events.append(event)
+        if event.step == 3:
+            stop.set()
+    assert events[-1].kind == "stopped" and events[-1].step == 3
+    assert read_card(tmp_path / "ckpt")["step"] == 3
+
+
+def test_the_same_seed_repeats_the_run_and_another_seed_does_not(tiny_config, tmp_path):
+    losses = []
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        events = run(tiny_config(seed=seed), tmp_path / name)
+        losses.append([e.losses["loss_d"] for e in events if e.kind == "step"])
+    assert losses[0] == losses[1]
+    assert losses[0] != losses[2]
+
+
+@pytest.mark.parametrize("sampler", ["device", "queue"])
+def test_a_resumed_run_gives_the_same_losses_as_an_uninterrupted_one(
+    tiny_config, tmp_path, sampler
+):
+    def config(steps):
+        c = tiny_config(steps=steps, checkpoint_every=100)
+        c.data.sampler = sampler
+        return c
+
+    whole = [e.losses for e in run(config(6), tmp_path / "whole") if e.kind == "step"]
+    run(config(3), tmp_path / "part")
+    resumed_events = run(config(6), tmp_path / "part", resume=tmp_path / "part")
+    resumed = [e.losses for e in resumed_events if e.kind == "step"]
+    assert [e.step for e in resumed_events if e.kind == "step"] == [4, 5, 6]
+    if sampler == "device":  # the queue's buffer isn't saved: only the device sampler is exact
+        assert resumed == whole[3:]
+        a = load_checkpoint(tmp_path / "whole").weights
+        b = load_checkpoint(tmp_path / "part").weights
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert len(read_card(tmp_path / "part")["loss_history"]["loss_g"]) == 6
+
+
+def test_resume_refuses_other_nets_and_finished_runs(tiny_config, tmp_path):
+    run(tiny_config(steps=2), tmp_path / "ckpt")
+    bigger = tiny_config(steps=4)
+    bigger.model.g_channels = 8
+    with pytest.raises(ConfigError, match="differ"):
+        run(bigger, tmp_path / "ckpt", resume=tmp_path / "ckpt")
+    with pytest.raises(ConfigError, match="already trained 2 steps"):
+        run(tiny_config(steps=2), tmp_path / "ckpt", resume=tmp_path / "ckpt")
+
+
+@pytest.mark.parametrize(
+    ("loss", "options"),
+    [("hinge", {"spectral_norm": True}), ("lsgan", {"upsample": "resize"}), ("wgan-gp", {})],
+)
+def test_every_loss_trains_with_finite_losses(tiny_config, tmp_path, loss, options):
+    config = tiny_config(steps=2, loss=loss)
+    for key, value in options.items():
+        setattr(config.model, key, value)
+    events = run(config, tmp_path / "ckpt")
+    steps = [e for e in events if e.kind == "step"]
+    assert all(np.isfinite(v) for e in steps for v in e.losses.values())
+    assert api.load_model(tmp_path / "ckpt").card["config"]["train"]["loss"] == loss
+
+
+def test_diverging_training_stops_with_a_clear_error_and_keeps_the_good_checkpoint(
+    tiny_config, tmp_path
+):
+    run(tiny_config(steps=2), tmp_path / "ckpt")
+    exploding = tiny_config(steps=40, checkpoint_every=1, lr_d=1e30, lr_g=1e30)
+    with pytest.raises(TrainingError, match="NaN or infinite at step 3") as info:
+        run(exploding, tmp_path / "ckpt", resume=tmp_path / "ckpt")
+    assert f"last good checkpoint is {tmp_path / 'ckpt'} (step 2)" in str(info.value)
+    assert read_card(tmp_path / "ckpt")["step"] == 2
+    weights = load_checkpoint(tmp_path / "ckpt").weights
+    assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
+
+
+def test_resume_uses_the_learning_rates_of_the_new_config(tiny_config, tmp_path):
+    run(tiny_config(steps=2), tmp_path / "ckpt")
+    events = api.train(tiny_config(steps=3, lr_g=1e-5), tmp_path / "ckpt", resume=tmp_path / "ckpt")
+    list(events)
+    state = load_checkpoint(tmp_path / "ckpt", with_training_state=True).training_meta
+    assert state["task"]["G"]["param_groups"][0]["lr"] == 1e-5
+
+
+def test_out_of_memory_suggests_a_smaller_batch(tiny_config, tmp_path):
+    config = tiny_config(batch_size=2**40)
+    with pytest.raises(DeviceError, match="--batch"):
+        run(config, tmp_path / "ckpt")
+
+
+def test_cuda_asked_for_where_there_is_none(tiny_config, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(DeviceError, match="no CUDA GPU"):
+        run(tiny_config(device="cuda"), tmp_path / "ckpt")
