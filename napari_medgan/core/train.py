@@ -229,6 +229,7 @@ class _Run:
         return Volume(patch, patch_affine(self.card), name="preview")
 
     def save(self, step: int) -> Path:
+        self.task.before_save()
         tensors, task_meta = self.task.training_state()
         tensors.update({f"sampler.{k}": v for k, v in self.sampler.state_dict().items()})
         card = dict(

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from napari_medgan.core.nets.dcgan import DCGANDiscriminator3D, DCGANGenerator3D
-from napari_medgan.core.nets.ema import update_ema
+from napari_medgan.core.nets.ema import recalibrate_batchnorm, update_ema
 
 
 @pytest.mark.parametrize("patch", [8, 16, 32, 64])
@@ -59,3 +59,22 @@ def test_ema_warms_up_then_follows_slowly():
     assert torch.allclose(a.weight, torch.full_like(a.weight, 0.9))
     update_ema(a, b, decay=0.5, step=10_000)
     assert torch.allclose(a.weight, torch.full_like(a.weight, 0.95))
+
+
+def test_recalibration_fits_batchnorm_statistics_to_the_net_it_serves():
+    torch.manual_seed(0)
+    g = DCGANGenerator3D(latent_dim=8, patch_size=16, channels=4, max_channels=16)
+    for m in g.modules():  # statistics inherited from another net, as an EMA copy has
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.running_mean.fill_(3.0)
+            m.running_var.fill_(0.1)
+    z = torch.randn(64, 8)
+    with torch.no_grad():
+        batch_mode = g.train()(z)
+        assert (g.eval()(z) - batch_mode).abs().mean() > 0.05  # output std is ~0.13
+        recalibrate_batchnorm(
+            g, lambda i: torch.randn(64, 8, generator=torch.Generator().manual_seed(i))
+        )
+        assert not g.training
+        assert (g(z) - batch_mode).abs().mean() < 0.01
+    assert all(m.momentum == 0.1 for m in g.modules() if isinstance(m, torch.nn.BatchNorm3d))

@@ -102,6 +102,14 @@ def test_every_loss_trains_with_finite_losses(tiny_config, tmp_path, loss, optio
     assert api.load_model(tmp_path / "ckpt").card["config"]["train"]["loss"] == loss
 
 
+def test_channels_last_layout_trains_to_the_same_losses(tiny_config, tmp_path):
+    losses = {}
+    for layout in ("off", "on"):
+        events = run(tiny_config(steps=3, channels_last=layout), tmp_path / layout)
+        losses[layout] = [list(e.losses.values()) for e in events if e.kind == "step"]
+    np.testing.assert_allclose(losses["on"], losses["off"], rtol=1e-4, atol=1e-5)
+
+
 def test_diverging_training_stops_with_a_clear_error_and_keeps_the_good_checkpoint(
     tiny_config, tmp_path
 ):

@@ -18,3 +18,27 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float, step: int) -> Non
         ema_p.lerp_(p, 1.0 - rate)
     for ema_b, b in zip(ema.buffers(), model.buffers(), strict=True):
         ema_b.copy_(b)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(net: nn.Module, make_input, batches: int = 8) -> None:
+    """Re-estimate BatchNorm running statistics for ``net``'s own weights.
+
+    The statistics an EMA copy inherits were gathered by the live generator, whose
+    weights differ; in eval mode such an EMA generator drifts (seen: mean −0.37
+    instead of +0.28). ``make_input(i)`` gives the i-th calibration batch.
+    """
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    was_training = net.training
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the calibration batches
+    net.train()
+    for i in range(batches):
+        net(make_input(i))
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    net.train(was_training)

@@ -63,6 +63,9 @@ class Task:
         """A ``(C, p, p, p)`` normalised volume that shows how training is going."""
         raise NotImplementedError
 
+    def before_save(self) -> None:
+        """Bring inference nets up to date before their weights are written (default: nothing)."""
+
     def eval(self) -> Task:
         for net in self.nets.values():
             net.eval()

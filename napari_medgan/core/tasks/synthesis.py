@@ -9,8 +9,11 @@ import torch
 from ..config import Config
 from ..losses import discriminator_loss, generator_loss, gradient_penalty
 from ..nets.dcgan import DCGANDiscriminator3D, DCGANGenerator3D
-from ..nets.ema import update_ema
+from ..nets.ema import recalibrate_batchnorm, update_ema
 from .base import BatchSource, Task
+
+CALIBRATION_BATCH = 16
+CALIBRATION_SEED = 1_000_003  # any fixed seed; kept apart from the training stream
 
 
 class SynthesisTask(Task):
@@ -81,6 +84,7 @@ class SynthesisTask(Task):
 
     @torch.no_grad()
     def preview(self) -> torch.Tensor:
+        self.before_save()
         ema = self.nets["G_ema"]
         was_training = ema.training
         ema.eval()
@@ -88,6 +92,14 @@ class SynthesisTask(Task):
             patch = ema(self.preview_noise).float()[0]
         ema.train(was_training)
         return patch
+
+    def before_save(self) -> None:
+        """Fit G_ema's BatchNorm statistics to its own weights (fixed noise: no RNG drawn)."""
+        with self.autocast():
+            recalibrate_batchnorm(
+                self.nets["G_ema"],
+                lambda i: self.noise(CALIBRATION_BATCH, seed=CALIBRATION_SEED + i),
+            )
 
 
 TASK = SynthesisTask
