@@ -46,6 +46,7 @@ class ModelConfig:
     max_channels: int = 256
     upsample: str = "transpose"  # "resize": interpolate + conv, against checkerboard artefacts
     spectral_norm: bool = False  # spectral normalisation in the discriminator
+    d_norm: str = "auto"  # discriminator normalisation: "batch", "none"; auto: none for wgan-gp
 
 
 @dataclass
@@ -106,6 +107,12 @@ class Config:
         _choice("train.loss", self.train.loss, LOSSES)
         _choice("model.upsample", self.model.upsample, UPSAMPLING)
         _choice("train.channels_last", self.train.channels_last, ("auto", "on", "off"))
+        _choice("model.d_norm", self.model.d_norm, ("auto", "batch", "none"))
+        if self.train.loss == "wgan-gp" and self.model.d_norm == "batch":
+            raise ConfigError(
+                "The wgan-gp loss can't be used with model.d_norm: batch (batch statistics "
+                "break the gradient penalty); use d_norm: none or auto."
+            )
         lo, hi = self.data.ct_window
         if not lo < hi:
             raise ConfigError(
@@ -136,6 +143,12 @@ class Config:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(section, name)}.")
         if not 0.0 <= self.train.ema_decay < 1.0:
             raise ConfigError(f"train.ema_decay must be in [0, 1), got {self.train.ema_decay}.")
+
+    @property
+    def d_norm(self) -> str:
+        if self.model.d_norm != "auto":
+            return self.model.d_norm
+        return "none" if self.train.loss == "wgan-gp" else "batch"
 
     @property
     def n_critic(self) -> int:

@@ -35,6 +35,14 @@ def test_discriminator_gives_one_logit_per_patch(patch):
     assert d(torch.randn(5, 1, patch, patch, patch)).shape == (5,)
 
 
+@pytest.mark.parametrize(("norm", "count"), [("batch", 2), ("none", 0)])
+def test_discriminator_normalisation_spares_the_input_layer(norm, count):
+    d = DCGANDiscriminator3D(patch_size=32, channels=2, norm=norm)
+    kinds = [type(m).__name__ for m in d.net]
+    assert kinds.count("BatchNorm3d") == count
+    assert kinds[:2] == ["Conv3d", "LeakyReLU"]
+
+
 def test_spectral_norm_bounds_the_discriminator_weights():
     torch.manual_seed(0)
     d = DCGANDiscriminator3D(patch_size=16, channels=4, spectral_norm=True)

@@ -79,8 +79,10 @@ class DCGANGenerator3D(nn.Module):
 class DCGANDiscriminator3D(nn.Module):
     """Patch → one realness logit per patch.
 
-    No batch normalisation, so the same net serves every loss, the WGAN-GP
-    gradient penalty included; ``spectral_norm=True`` bounds its Lipschitz constant.
+    ``norm="batch"`` puts BatchNorm after every inner convolution, as DCGAN does:
+    without it the discriminator of a short CPU run was seen to give up (logits
+    stuck at 0). The WGAN-GP gradient penalty needs ``norm="none"``, because batch
+    statistics couple the samples. ``spectral_norm=True`` bounds the Lipschitz constant.
     """
 
     def __init__(
@@ -90,17 +92,18 @@ class DCGANDiscriminator3D(nn.Module):
         channels: int = 32,
         max_channels: int = 256,
         spectral_norm: bool = False,
+        norm: str = "batch",
     ) -> None:
         super().__init__()
         wrap = _spectral_norm if spectral_norm else (lambda layer: layer)
         widths = _level_widths(patch_size, channels, max_channels)[::-1]  # patch size → 4³
         layers: list[nn.Module] = []
         cin = in_channels
-        for cout in widths[:-1]:
-            layers += [
-                wrap(nn.Conv3d(cin, cout, 4, stride=2, padding=1)),
-                nn.LeakyReLU(0.2, inplace=True),
-            ]
+        for index, cout in enumerate(widths[:-1]):
+            layers.append(wrap(nn.Conv3d(cin, cout, 4, stride=2, padding=1)))
+            if norm == "batch" and index > 0:  # not on the input layer, as in DCGAN
+                layers.append(nn.BatchNorm3d(cout))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
             cin = cout
         layers.append(wrap(nn.Conv3d(cin, 1, kernel_size=4)))
         self.net = nn.Sequential(*layers)

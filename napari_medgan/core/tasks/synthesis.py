@@ -32,7 +32,8 @@ class SynthesisTask(Task):
             "G": generator,
             "G_ema": copy.deepcopy(generator).requires_grad_(False),
             "D": DCGANDiscriminator3D(
-                channels, m.patch_size, m.d_channels, m.max_channels, m.spectral_norm
+                channels, m.patch_size, m.d_channels, m.max_channels, m.spectral_norm,
+                config.d_norm,
             ),
         }
         self.finish_setup()
