@@ -40,6 +40,24 @@ def naive_loop(volumes: list[torch.Tensor], patch: int, batch: int, device: torc
     return next_batch
 
 
+def contiguous_copy(volumes: list[torch.Tensor], patch: int, batch: int, device: torch.device,
+                    seed: int) -> Callable[[], torch.Tensor]:
+    """Not a sampler: a batch's bytes copied from one random contiguous run of the volumes.
+
+    No scattered reads at all, so this is the memory-bandwidth ceiling any sampler that
+    returns a fresh batch tensor can reach on this machine.
+    """
+    flat = torch.cat([v.reshape(-1) for v in volumes]).to(device)
+    size = batch * patch**3
+    rng = np.random.default_rng(seed)
+
+    def next_batch() -> torch.Tensor:
+        start = int(rng.integers(flat.numel() - size))
+        return flat[start:start + size].clone().view(batch, 1, patch, patch, patch)
+
+    return next_batch
+
+
 def measure(next_batch: Callable[[], torch.Tensor], seconds: float, device: torch.device) -> float:
     """Patches per second over about ``seconds`` (device work included)."""
     if device.type == "cuda":
@@ -84,6 +102,7 @@ def main() -> None:
         "queue": QueuePatchSampler(volumes, args.patch, args.batch, affines=affines, seed=0,
                                    device=device).next_batch,
         "naive loop": naive_loop(volumes, args.patch, args.batch, device, seed=0),
+        "memcpy bound": contiguous_copy(volumes, args.patch, args.batch, device, seed=0),
     }
     rates = interleaved(samplers, args.seconds, args.rounds, device)
 

@@ -28,7 +28,7 @@ def config(args, channels_last: bool) -> api.Config:
     c.model.latent_dim, c.model.g_channels, c.model.d_channels = 64, 16, 16
     c.model.max_channels = 128
     c.train.batch_size, c.train.device = args.batch, args.device
-    c.train.steps = args.warmup + args.steps
+    c.train.steps = args.warmup + args.steps + 1  # the last step also makes the final preview
     c.train.preview_every = c.train.checkpoint_every = 10**9
     c.train.channels_last = "on" if channels_last else "off"
     return c

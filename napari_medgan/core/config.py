@@ -65,7 +65,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
     amp: bool = True  # bfloat16 autocast; CUDA only
-    channels_last: str = "auto"  # "auto" (CUDA only), "on", "off"
+    channels_last: str = "auto"  # channels_last_3d memory layout: "auto" (= on), "on", "off"
     preview_every: int = 50
     checkpoint_every: int = 100
 
