@@ -25,8 +25,12 @@ class DataConfig:
     """Which volumes to learn from and how to turn them into patches."""
 
     paths: list[str] = field(default_factory=list)
-    masks: list[str] = field(default_factory=list)  # optional: patches centred inside the mask
+    masks: list[str] = field(default_factory=list)  # sampling region, or holes (inpainting)
+    targets: list[str] = field(default_factory=list)  # paired (translation) or a set (cycle)
+    labels: list[str] = field(default_factory=list)  # label maps (segmentation)
+    resample_pairs: bool = False  # bring partners on another grid onto their volume's grid
     modality: str = "auto"  # "ct" (HU window), "mr" (percentiles) or "auto" (guess per data set)
+    target_modality: str = "auto"  # the same, for the targets
     ct_window: tuple[float, float] = (-1000.0, 1000.0)
     mr_percentiles: tuple[float, float] = (0.5, 99.5)
     spacing_mismatch: str = "resample"  # "resample" onto the first volume's spacing, or "refuse"
@@ -102,6 +106,7 @@ class Config:
     def validate(self) -> None:
         """Refuse settings that can't work, before any data is read."""
         _choice("data.modality", self.data.modality, MODALITIES)
+        _choice("data.target_modality", self.data.target_modality, MODALITIES)
         _choice("data.sampler", self.data.sampler, SAMPLERS)
         _choice("data.spacing_mismatch", self.data.spacing_mismatch, ("resample", "refuse"))
         _choice("train.loss", self.train.loss, LOSSES)

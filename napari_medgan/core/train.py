@@ -23,9 +23,8 @@ import torch
 from .. import __version__
 from .checkpoint import load_checkpoint, patch_affine, save_checkpoint
 from .config import Config
-from .data.dataset import load_training_volumes
-from .data.normalize import IntensityNormalization, denormalize, fit_normalization, normalize
-from .data.patches import make_patch_sampler
+from .data.normalize import IntensityNormalization, denormalize
+from .data.task_data import BatchSource, TaskData, load_task_data
 from .data.volume import Volume
 from .device import out_of_memory_advice, resolve_device
 from .errors import ConfigError, MedGANWarning, TrainingError
@@ -84,55 +83,32 @@ def train(
     config.validate()
     device = resolve_device(config.train.device)
     resumed = _load_resume(config, resume) if resume else None
+    task_class = get_task_class(config.task)
+    saved = None
+    if resumed:
+        saved = {role: IntensityNormalization.from_dict(record)
+                 for role, record in resumed.card["normalizations"].items()}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MedGANWarning)
-        data = load_training_volumes(
-            config.data.paths,
-            patch_size=config.model.patch_size,
-            masks=config.data.masks or None,
-            spacing_mismatch=config.data.spacing_mismatch,
-        )
+        data = load_task_data(config, task_class.needs, saved)
     notes = [str(w.message) for w in caught]
     for note in notes:
         warnings.warn(note, MedGANWarning, stacklevel=2)
-    tensors = [v.tensor for v in data.volumes]
-    norm = (
-        IntensityNormalization.from_dict(resumed.card["normalization"])
-        if resumed
-        else fit_normalization(
-            tensors, config.data.modality, config.data.ct_window, config.data.mr_percentiles
-        )
-    )
     if not resumed:
         torch.manual_seed(config.train.seed)
-    task = get_task_class(config.task)(config, device, channels=tensors[0].shape[0])
-    sampler = make_patch_sampler(
-        config.data.sampler,
-        [normalize(norm, t) for t in tensors],
-        config.model.patch_size,
-        config.train.batch_size,
-        affines=[v.affine for v in data.volumes],
-        device=device,
-        seed=config.train.seed,
-        masks=data.masks,
-        samples_per_volume=config.data.samples_per_volume,
-        queue_length=config.data.queue_length,
-    )
+    task = task_class(config, device, channels=data.roles["image"][0].shape[0],
+                      num_classes=data.num_classes)
+    batches = BatchSource(data, config, device)
     step, history = 0, {}
     if resumed:
         task.load_weights(resumed.weights, resumed.path)
         task.load_training_state(resumed.training_state, resumed.training_meta["task"])
-        sampler.load_state_dict(
-            {
-                k[len("sampler.") :]: v
-                for k, v in resumed.training_state.items()
-                if k.startswith("sampler.")
-            }
-        )
+        batches.load_state_dict({k[len("sampler."):]: v for k, v in
+                                 resumed.training_state.items() if k.startswith("sampler.")})
         step = int(resumed.card["step"])
         history = {k: list(v) for k, v in resumed.training_meta.get("history", {}).items()}
-    card = _card(config, task, data.summary, data.volumes[0], norm)
-    run = _Run(task, sampler, out, card, history, (resumed.path, step) if resumed else None)
+    card = _card(config, task, data)
+    run = _Run(task, batches, out, card, history, (resumed.path, step) if resumed else None)
 
     total = config.train.steps
     yield TrainEvent("start", step, total, message="; ".join(notes))
@@ -152,7 +128,7 @@ def train(
             step += 1
             losses = {
                 name: float(value)
-                for name, value in task.train_step(sampler.next_batch, step).items()
+                for name, value in task.train_step(batches, step).items()
             }
             bad = [name for name, value in losses.items() if not math.isfinite(value)]
             if bad:
@@ -189,9 +165,8 @@ def _load_resume(config: Config, resume: str | Path):
     return checkpoint
 
 
-def _card(
-    config: Config, task: Task, summary: dict, first: Volume, norm: IntensityNormalization
-) -> dict[str, Any]:
+def _card(config: Config, task: Task, data: TaskData) -> dict[str, Any]:
+    image_norm = data.normalizations["image"]
     return {
         "format_version": 1,
         "task": config.task,
@@ -200,11 +175,13 @@ def _card(
         "nets": task.net_summary(),
         "patch_size": config.model.patch_size,
         "channels": task.channels,
-        "spacing": list(first.spacing),
-        "direction": first.direction.tolist(),
-        "normalization": norm.to_dict(),
-        "modality": norm.modality,
-        "data": summary,
+        "num_classes": task.num_classes,
+        "spacing": list(data.reference.spacing),
+        "direction": data.reference.direction.tolist(),
+        "normalization": image_norm.to_dict(),
+        "normalizations": {role: n.to_dict() for role, n in data.normalizations.items()},
+        "modality": image_norm.modality,
+        "data": data.summary,
         "seed": config.train.seed,
         "config": config.to_dict(),
     }
@@ -213,9 +190,10 @@ def _card(
 class _Run:
     """Bookkeeping of one training run: loss history, previews, checkpoints."""
 
-    def __init__(self, task: Task, sampler, out: str | Path, card: dict, history: dict,
+    def __init__(self, task: Task, batches: BatchSource, out: str | Path, card: dict,
+                 history: dict,
                  last_checkpoint: tuple[Path, int] | None):
-        self.task, self.sampler, self.out, self.card = task, sampler, Path(out), card
+        self.task, self.batches, self.out, self.card = task, batches, Path(out), card
         self.history: dict[str, list[float]] = history
         self.last_checkpoint = last_checkpoint
 
@@ -224,14 +202,17 @@ class _Run:
             self.history.setdefault(name, []).append(value)
 
     def preview_volume(self) -> Volume:
-        norm = IntensityNormalization.from_dict(self.card["normalization"])
-        patch = denormalize(norm, self.task.preview()).cpu()
+        patch = self.task.preview()
+        if self.task.preview_role:
+            norm = self.card["normalizations"][self.task.preview_role]
+            patch = denormalize(IntensityNormalization.from_dict(norm), patch)
+        patch = patch.cpu()
         return Volume(patch, patch_affine(self.card), name="preview")
 
     def save(self, step: int) -> Path:
         self.task.before_save()
         tensors, task_meta = self.task.training_state()
-        tensors.update({f"sampler.{k}": v for k, v in self.sampler.state_dict().items()})
+        tensors.update({f"sampler.{k}": v for k, v in self.batches.state_dict().items()})
         card = dict(
             self.card,
             step=step,

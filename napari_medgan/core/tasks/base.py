@@ -12,8 +12,9 @@ from torch import nn
 
 from ..checkpoint import load_state_strict, optimizer_from_tensors, optimizer_to_tensors
 from ..config import Config
+from ..data.task_data import TaskNeeds
 
-BatchSource = Callable[[], torch.Tensor]
+NextBatch = Callable[[], dict[str, torch.Tensor]]
 
 
 class Task:
@@ -24,12 +25,16 @@ class Task:
     """
 
     name: ClassVar[str]
+    needs: ClassVar[TaskNeeds] = TaskNeeds()
     can_synthesize: ClassVar[bool] = False
+    preview_role: ClassVar[str | None] = "image"  # whose intensity units the preview is in
 
-    def __init__(self, config: Config, device: torch.device, channels: int = 1) -> None:
+    def __init__(self, config: Config, device: torch.device, channels: int = 1,
+                 num_classes: int = 0) -> None:
         self.config = config
         self.device = device
         self.channels = channels
+        self.num_classes = num_classes
         self.nets: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.rng = torch.Generator(device=device)
@@ -56,8 +61,12 @@ class Task:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def train_step(self, next_batch: BatchSource, step: int) -> dict[str, torch.Tensor]:
-        """One optimisation step; returns the losses (0-d tensors, checked for NaN by the loop)."""
+    def train_step(self, next_batch: NextBatch, step: int) -> dict[str, torch.Tensor]:
+        """One optimisation step; returns the losses (0-d tensors, checked for NaN by the loop).
+
+        ``next_batch()`` gives named patch batches: ``image``, and as the task needs them
+        ``target``, ``labels``, ``mask``.
+        """
         raise NotImplementedError
 
     def preview(self) -> torch.Tensor:

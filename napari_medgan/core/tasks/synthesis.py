@@ -10,7 +10,7 @@ from ..config import Config
 from ..losses import discriminator_loss, generator_loss, gradient_penalty
 from ..nets.dcgan import DCGANDiscriminator3D, DCGANGenerator3D
 from ..nets.ema import recalibrate_batchnorm, update_ema
-from .base import BatchSource, Task
+from .base import NextBatch, Task
 
 CALIBRATION_BATCH = 16
 CALIBRATION_SEED = 1_000_003  # any fixed seed; kept apart from the training stream
@@ -22,8 +22,9 @@ class SynthesisTask(Task):
     name = "synthesis"
     can_synthesize = True
 
-    def __init__(self, config: Config, device: torch.device, channels: int = 1) -> None:
-        super().__init__(config, device, channels)
+    def __init__(self, config: Config, device: torch.device, channels: int = 1,
+                 num_classes: int = 0) -> None:
+        super().__init__(config, device, channels, num_classes)
         m, t = config.model, config.train
         generator = DCGANGenerator3D(
             m.latent_dim, channels, m.patch_size, m.g_channels, m.max_channels, m.upsample
@@ -53,11 +54,11 @@ class SynthesisTask(Task):
         cpu = torch.Generator().manual_seed(seed)
         return torch.randn(n, self.config.model.latent_dim, generator=cpu).to(self.device)
 
-    def train_step(self, next_batch: BatchSource, step: int) -> dict[str, torch.Tensor]:
+    def train_step(self, next_batch: NextBatch, step: int) -> dict[str, torch.Tensor]:
         G, D = self.nets["G"], self.nets["D"]
         kind = self.config.train.loss
         for _ in range(self.n_critic):
-            real = self.to_layout(next_batch())
+            real = self.to_layout(next_batch()["image"])
             with torch.no_grad(), self.autocast():
                 fake = G(self.noise(real.shape[0]))
             with self.autocast():

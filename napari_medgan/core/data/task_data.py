@@ -1,0 +1,162 @@
+"""Everything a task trains on, checked, normalised and ready to be cut into patches.
+
+Each task says what it needs (:class:`TaskNeeds`); this module reads the volumes and
+their partners (paired targets, label maps, hole masks), fits one intensity
+normalisation per modality, and :class:`BatchSource` turns them into batches of named
+patches. Paired partners are stacked as channels of their volume, so one sampler
+cuts them at the same place; an unpaired target set gets a sampler of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import Config
+from ..errors import DataError
+from .dataset import load_training_volumes
+from .normalize import IntensityNormalization, fit_normalization, normalize
+from .pairs import label_count, load_partner, match_pairs
+from .patches import make_patch_sampler
+from .volume import Volume
+
+ROLE_ORDER = ("image", "target", "labels", "mask")
+
+
+@dataclass(frozen=True)
+class TaskNeeds:
+    """What a task trains on besides its volumes."""
+
+    target: str | None = None  # "paired" (same grid as each volume) or "unpaired" (a set)
+    labels: bool = False  # one label map per volume
+    masks: str = "sampling"  # what --mask gives: the "sampling" region, or "holes" to fill
+
+
+@dataclass
+class TaskData:
+    roles: dict[str, list[torch.Tensor]]  # role → one (C, D, H, W) tensor per volume
+    affines: dict[str, list[Any]]
+    sampling_masks: list[torch.Tensor] | None
+    normalizations: dict[str, IntensityNormalization]
+    summary: dict[str, Any]
+    reference: Volume  # the first volume: its spacing and axes describe the model's patches
+    num_classes: int = 0
+
+
+def load_task_data(config: Config, needs: TaskNeeds,
+                   saved: dict[str, IntensityNormalization] | None = None) -> TaskData:
+    """Read and check the training data of ``config`` for a task with ``needs``.
+
+    ``saved``: the normalisations of a checkpoint being resumed, used instead of fitting.
+    """
+    d, patch = config.data, config.model.patch_size
+    sampling = d.masks if d.masks and needs.masks == "sampling" else None
+    images = load_training_volumes(d.paths, patch_size=patch, masks=sampling,
+                                   spacing_mismatch=d.spacing_mismatch)
+    files = [Path(f) for f in images.summary["files"]]
+    resampled = set(images.summary["resampled"])
+    raw = {"image": [v.tensor for v in images.volumes]}
+    affines = {"image": [v.affine for v in images.volumes]}
+    summary = dict(images.summary)
+
+    def partners(paths, what: str, labels: bool = False) -> list[Volume]:
+        found = match_pairs(files, paths, what)
+        summary[f"{what}_files"] = [str(p) for p in found]
+        return [load_partner(p, image, f, what=what, labels=labels, follow=str(f) in resampled,
+                             resample=d.resample_pairs)
+                for p, image, f in zip(found, images.volumes, files, strict=True)]
+
+    if needs.target and not d.targets:
+        raise DataError(f"The {config.task} task needs target volumes: give --target PATH ...")
+    if needs.target == "paired":
+        raw["target"] = [v.tensor for v in partners(d.targets, "target")]
+    elif needs.target == "unpaired":
+        targets = load_training_volumes(d.targets, patch_size=patch,
+                                        spacing_mismatch=d.spacing_mismatch)
+        raw["target"] = [v.tensor for v in targets.volumes]
+        affines["target"] = [v.affine for v in targets.volumes]
+        summary["target_files"] = targets.summary["files"]
+    num_classes = 0
+    if needs.labels:
+        if not d.labels:
+            raise DataError(f"The {config.task} task needs label maps: give --labels PATH ...")
+        label_maps = partners(d.labels, "label map", labels=True)
+        for volume, path in zip(label_maps, summary["label map_files"], strict=True):
+            if not bool((volume.tensor > 0).any()):
+                raise DataError(f"The label map {path} is empty (only background); a "
+                                "segmenter needs labelled voxels to learn from.")
+        raw["labels"] = [v.tensor for v in label_maps]
+        num_classes = label_count(label_maps)
+    if needs.masks == "holes" and d.masks:
+        holes = partners(d.masks, "mask", labels=True)
+        raw["mask"] = [_hole_mask(v, p) for v, p in zip(holes, summary["mask_files"], strict=True)]
+
+    normalizations = saved or {}
+    if not saved:
+        normalizations["image"] = fit_normalization(raw["image"], d.modality, d.ct_window,
+                                                    d.mr_percentiles)
+        if "target" in raw:
+            normalizations["target"] = fit_normalization(raw["target"], d.target_modality,
+                                                         d.ct_window, d.mr_percentiles)
+    roles = {role: [normalize(normalizations[role], t) for t in tensors]
+             if role in normalizations else tensors for role, tensors in raw.items()}
+    sampling_masks = images.masks
+    if needs.labels:  # patches centred on labelled voxels, so small structures are seen
+        sampling_masks = [labels > 0 for labels in raw["labels"]]
+    elif "mask" in raw:  # patches centred on holes
+        sampling_masks = [mask > 0 for mask in raw["mask"]]
+    return TaskData(roles, affines, sampling_masks, normalizations, summary,
+                    images.volumes[0], num_classes)
+
+
+def _hole_mask(volume: Volume, path: Path) -> torch.Tensor:
+    mask = (volume.tensor > 0).float()
+    if not bool(mask.any()):
+        raise DataError(f"The mask {path} is empty: it marks no region to fill.")
+    if bool(mask.all()):
+        raise DataError(f"The mask {path} covers the whole volume: nothing is left to fill "
+                        "the hole from.")
+    return mask
+
+
+class BatchSource:
+    """Named patch batches for a task: ``{"image": (B, C, p, p, p), "target": ..., ...}``."""
+
+    def __init__(self, data: TaskData, config: Config, device: torch.device) -> None:
+        d, p, b, seed = config.data, config.model.patch_size, config.train.batch_size, \
+            config.train.seed
+        options = dict(samples_per_volume=d.samples_per_volume, queue_length=d.queue_length)
+        stacked = [role for role in ROLE_ORDER if role in data.roles
+                   and not (role == "target" and "target" in data.affines)]
+        self.split = [(role, data.roles[role][0].shape[0]) for role in stacked]
+        volumes = [torch.cat(parts) for parts in zip(*(data.roles[r] for r in stacked),
+                                                      strict=True)]
+        self.samplers = {"image": make_patch_sampler(
+            d.sampler, volumes, p, b, affines=data.affines["image"], device=device, seed=seed,
+            masks=data.sampling_masks, **options)}
+        if "target" in data.affines:  # an unpaired set: cut independently
+            self.samplers["target"] = make_patch_sampler(
+                d.sampler, data.roles["target"], p, b, affines=data.affines["target"],
+                device=device, seed=seed + 1, **options)
+
+    def __call__(self) -> dict[str, torch.Tensor]:
+        batch = self.samplers["image"].next_batch()
+        named, start = {}, 0
+        for role, channels in self.split:
+            named[role] = batch[:, start:start + channels]
+            start += channels
+        if "target" in self.samplers:
+            named["target"] = self.samplers["target"].next_batch()
+        return named
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {f"{name}.{key}": value for name, sampler in self.samplers.items()
+                for key, value in sampler.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name, sampler in self.samplers.items():
+            sampler.load_state_dict({k[len(name) + 1:]: v for k, v in state.items()
+                                     if k.startswith(name + ".")})
