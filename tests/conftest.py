@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from napari_medgan.core.config import Config
 from napari_medgan.core.data.io import write_volume
@@ -20,13 +21,23 @@ def _crop(name: str, start: tuple[int, int, int], size: int, label: str) -> Volu
 
 @pytest.fixture(scope="session")
 def real_dir(tmp_path_factory):
-    """Two MR crops (train / held-out) and one CT crop of the shipped real volumes, 40³ voxels."""
+    """Crops (40³) of the shipped real volumes, on two grids: ``*_a`` to train, ``*_b`` held out.
+
+    t1 (MR), gm (grey-matter probability), labels (0 rest, 1 GM, 2 WM); ct_a (CT, HU).
+    """
     folder = tmp_path_factory.mktemp("real")
     crops = {
         "t1_a": _crop("mni152_t1", (50, 70, 60), 40, "t1_a"),
         "t1_b": _crop("mni152_t1", (100, 70, 60), 40, "t1_b"),
         "ct_a": _crop("ct_head", (80, 80, 60), 40, "ct_a"),
     }
+    for side, start in (("a", (50, 70, 60)), ("b", (100, 70, 60))):
+        gm = _crop("mni152_gm", start, 40, f"gm_{side}")
+        wm = _crop("mni152_wm", start, 40, f"wm_{side}")
+        crops[f"gm_{side}"] = gm
+        # tissue labels: 1 grey matter, 2 white matter, 0 the rest
+        labels = torch.where(wm.tensor > 0.5, 2, torch.where(gm.tensor > 0.5, 1, 0))
+        crops[f"labels_{side}"] = Volume(labels.to(torch.uint8), gm.affine, f"labels_{side}")
     for name, volume in crops.items():
         write_volume(volume, folder / f"{name}.nii.gz")
     return folder

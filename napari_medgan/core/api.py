@@ -10,23 +10,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint, patch_affine
 from .config import Config, load_config, save_config
 from .data.dataset import load_training_volumes
-from .data.io import read_volume, write_volume
+from .data.io import check_volume, read_volume, write_volume
 from .data.normalize import IntensityNormalization, denormalize, normalize
 from .data.patches import DevicePatchSampler
 from .data.samples import SAMPLE_NAMES, sample_volume, write_sample
 from .data.volume import Volume
 from .device import resolve_device
 from .errors import CheckpointError, ConfigError, DataError
+from .infer import sliding_window
 from .tasks.base import Task
 from .tasks.registry import available_tasks, get_task_class
 from .train import StopRequest, TrainEvent
@@ -100,6 +102,83 @@ def load_model(path: str | Path, *, device: str = "auto", expect_task: str | Non
 
 def _as_model(model: Model | str | Path) -> Model:
     return model if isinstance(model, Model) else load_model(model)
+
+
+def _as_volume(volume: Volume | str | Path, what: str) -> Volume:
+    if isinstance(volume, Volume):
+        return volume
+    loaded = read_volume(volume)
+    if what == "input":  # a mask may be constant within its file's checks; see _mask_on_grid
+        check_volume(loaded, f"{what} {volume}")
+    return loaded
+
+
+def apply(
+    model: Model | str | Path,
+    volume: Volume | str | Path,
+    *,
+    mask: Volume | str | Path | None = None,
+    overlap: float = 0.5,
+    batch_size: int = 4,
+    progress: Callable[[int, int], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> Volume:
+    """Run a conditional model over a whole volume of any size, by sliding window.
+
+    The result has the input's exact shape and affine: intensities in the output
+    modality's units (HU for CT), label maps as integer volumes.
+    """
+    model = _as_model(model)
+    task = model.task
+    if not task.can_apply:
+        raise CheckpointError(
+            f"Checkpoint {model.path} is a {model.task_name!r} model, which is not applied to "
+            "volumes; use medgan synthesize."
+        )
+    source = volume if not isinstance(volume, Volume) else volume.name or "the input volume"
+    volume = _as_volume(volume, "input")
+    if volume.tensor.shape[0] != task.channels:
+        raise DataError(
+            f"{source} has {volume.tensor.shape[0]} channel(s) but the model of {model.path} "
+            f"was trained on {task.channels}; give a volume like the training volumes."
+        )
+    normalizations = {role: IntensityNormalization.from_dict(record)
+                      for role, record in model.card["normalizations"].items()}
+    inputs = {"image": normalize(normalizations["image"], volume.tensor)}
+    if "mask" in task.apply_inputs:
+        if mask is None:
+            raise DataError(f"The {model.task_name} model needs a mask of the region to fill.")
+        inputs["mask"] = _mask_on_grid(_as_volume(mask, "mask"), volume, mask, source)
+    roles = list(inputs)
+    sizes = [inputs[r].shape[0] for r in roles]
+
+    def predict(batch: torch.Tensor) -> torch.Tensor:
+        return task.predict(dict(zip(roles, batch.split(sizes, dim=1), strict=True)))
+
+    output = sliding_window(torch.cat([inputs[r] for r in roles]), predict, model.patch_size,
+                            overlap=overlap, batch_size=batch_size, device=task.device,
+                            progress=progress, stop=stop)
+    output = task.finish(output, inputs)
+    if task.output == "labels":
+        output = output.argmax(0, keepdim=True).to(torch.uint8 if task.num_classes <= 256
+                                                   else torch.int16)
+    elif task.output == "intensity":
+        output = denormalize(normalizations[task.output_role], output)
+    return Volume(output, volume.affine, name=f"{volume.name}_{model.task_name}")
+
+
+def _mask_on_grid(mask: Volume, volume: Volume, mask_source, source) -> torch.Tensor:
+    if mask.spatial_shape != volume.spatial_shape or not np.allclose(mask.affine, volume.affine,
+                                                                      atol=1e-3):
+        raise DataError(f"The mask {mask_source} is not on the voxel grid of {source}; "
+                        "resample it onto the volume first.")
+    binary = (mask.tensor[:1] > 0).float()
+    if not bool(binary.any()):
+        raise DataError(f"The mask {mask_source} is empty: it marks no region.")
+    if bool(binary.all()):
+        raise DataError(f"The mask {mask_source} covers the whole volume: nothing is left "
+                        "to fill it from.")
+    return binary
 
 
 def _require_synthesis(model: Model) -> None:

@@ -50,6 +50,8 @@ class ModelConfig:
     max_channels: int = 256
     upsample: str = "transpose"  # "resize": interpolate + conv, against checkerboard artefacts
     spectral_norm: bool = False  # spectral normalisation in the discriminator
+    unet_channels: tuple[int, ...] = (16, 32, 64, 128)  # U-Net widths per level, finest first
+    patchgan_channels: int = 32  # PatchGAN width of its first layer
     d_norm: str = "auto"  # discriminator normalisation: "batch", "none"; auto: none for wgan-gp
 
 
@@ -65,6 +67,11 @@ class TrainConfig:
     loss: str = "nonsaturating"
     n_critic: int = 0  # discriminator steps per generator step; 0: 5 for wgan-gp, else 1
     gp_weight: float = 10.0
+    adversarial_weight: float = 1.0  # conditional tasks: weight of the adversarial term
+    l1_weight: float = 100.0  # translation, inpainting: weight of the L1 term (pix2pix: 100)
+    cycle_weight: float = 10.0  # cycle: cycle-consistency weight
+    identity_weight: float = 5.0  # cycle: identity weight
+    encoder_fraction: float = 0.4  # anomaly: share of the steps spent training the encoder
     ema_decay: float = 0.999
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"

@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,12 @@ from torch import Tensor
 from .errors import ConfigError, DataError
 
 __all__ = [
+    "auprc",
+    "auroc",
+    "best_threshold_dice",
+    "dice_per_label",
+    "hd95_per_label",
+    "image_similarity",
     "mae",
     "memorisation_report",
     "mmd",
@@ -121,17 +128,26 @@ def _blur(t: Tensor, g: Tensor) -> Tensor:
     return t
 
 
-def _ssim_and_cs(x: Tensor, y: Tensor, data_range: float, g: Tensor) -> tuple[Tensor, Tensor]:
-    """Per pair and channel ``(N, C)``: mean SSIM and mean contrast-structure term."""
-    n, c = x.shape[:2]
+def _ssim_maps(x: Tensor, y: Tensor, data_range: float, g: Tensor) -> tuple[Tensor, Tensor]:
+    """Local SSIM and contrast-structure maps, ``(N, C, D', H', W')`` (valid mode).
+
+    Map voxel ``i`` belongs to the window centred on input voxel ``i + (len(g) - 1) // 2``
+    along each axis, so the maps are the input cropped by that margin on every side.
+    """
     stack = torch.stack([x, y, x * x, y * y, x * y])
-    mu_x, mu_y, e_xx, e_yy, e_xy = _blur(stack, g).reshape(5, n, c, -1)
+    mu_x, mu_y, e_xx, e_yy, e_xy = _blur(stack, g)
     var_x, var_y = e_xx - mu_x**2, e_yy - mu_y**2
     cov = e_xy - mu_x * mu_y
     c1, c2 = (K1 * data_range) ** 2, (K2 * data_range) ** 2
     cs_map = (2 * cov + c2) / (var_x + var_y + c2)
     ssim_map = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1) * cs_map
-    return ssim_map.mean(-1), cs_map.mean(-1)
+    return ssim_map, cs_map
+
+
+def _ssim_and_cs(x: Tensor, y: Tensor, data_range: float, g: Tensor) -> tuple[Tensor, Tensor]:
+    """Per pair and channel ``(N, C)``: mean SSIM and mean contrast-structure term."""
+    ssim_map, cs_map = _ssim_maps(x, y, data_range, g)
+    return ssim_map.flatten(2).mean(-1), cs_map.flatten(2).mean(-1)
 
 
 def ssim3d(
@@ -360,3 +376,328 @@ def synthesis_report(
         memo = memorisation_report(synthetic, held_out, training)
         report.update({f"memorisation_{k}": v for k, v in memo.items()})
     return report
+
+
+# --- whole-volume task metrics ----------------------------------------------------------------
+#
+# These judge a model on whole volumes rather than on patch batches: a translated volume
+# against its real counterpart (in its own units, e.g. HU), a segmentation against its
+# reference labels, an anomaly map against the true lesion. They return plain Python numbers.
+
+HD95_MAX_SURFACE_POINTS = 20_000
+
+
+def _check_tensor(t: Tensor, name: str, ndims: tuple[int, ...], layout: str) -> Tensor:
+    """A tensor with one of the allowed numbers of axes, nothing empty, no NaN/inf."""
+    if not isinstance(t, Tensor):
+        raise DataError(f"The {name} must be a torch tensor, got {type(t).__name__}.")
+    if t.ndim not in ndims:
+        raise DataError(f"The {name} must have shape {layout}, got {tuple(t.shape)}.")
+    if t.numel() == 0:
+        raise DataError(f"The {name} is empty: shape {tuple(t.shape)}.")
+    if t.is_floating_point() and not torch.isfinite(t).all():
+        raise DataError(
+            f"The {name} contains NaN or infinite values; check the model output or the file."
+        )
+    return t
+
+
+def _check_same(a: Tensor, b: Tensor, names: tuple[str, str]) -> None:
+    if a.shape != b.shape:
+        raise DataError(
+            f"The {names[0]} and the {names[1]} must have the same shape, got "
+            f"{tuple(a.shape)} and {tuple(b.shape)}; resample one onto the other's grid."
+        )
+
+
+def _check_binary(t: Tensor, name: str) -> Tensor:
+    """Bool view of a 0/1 (or bool) tensor; anything else is refused."""
+    if t.dtype == torch.bool:
+        return t
+    if not ((t == 0) | (t == 1)).all():
+        raise DataError(f"The {name} must be binary (bool or 0/1), got other values.")
+    return t != 0
+
+
+@torch.no_grad()
+def image_similarity(
+    prediction: Tensor,
+    target: Tensor,
+    *,
+    data_range: float,
+    mask: Tensor | None = None,
+    window: int = 7,
+    sigma: float = 1.5,
+) -> dict[str, float]:
+    """PSNR (dB), 3D SSIM and MAE of a whole predicted volume against its target.
+
+    ``prediction`` and ``target`` are single volumes ``(D, H, W)`` or ``(C, D, H, W)`` in their
+    own units (e.g. HU), ``data_range`` the width of the intensity range in those units
+    (e.g. 4000 for HU in [-1000, 3000]); MAE is reported in the same units. SSIM is
+    :func:`ssim3d` on the volume as a batch of one, averaged over channels.
+
+    With a bool ``mask`` ``(D, H, W)``, PSNR and MAE use the masked voxels only (all channels)
+    and SSIM is the mean of the local SSIM map over the masked voxels. That map is valid
+    mode: voxels closer than ``window // 2`` to the volume border have no SSIM value and are
+    left out; a mask lying entirely in that border band is a :class:`DataError`, as is an
+    empty mask. Identical volumes give ``psnr = inf``, ``ssim = 1``, ``mae = 0``.
+
+    Keys: ``psnr``, ``ssim``, ``mae``.
+    """
+    if not data_range > 0:
+        raise ConfigError(f"The data range must be a positive number, got {data_range}.")
+    layout = "(D, H, W) or (C, D, H, W)"
+    prediction = _check_tensor(prediction, "prediction", (3, 4), layout)
+    target = _check_tensor(target, "target", (3, 4), layout)
+    _check_same(prediction, target, ("prediction", "target"))
+    dtype = torch.promote_types(torch.promote_types(prediction.dtype, target.dtype), torch.float32)
+    x = prediction.to(dtype).reshape(1, -1, *prediction.shape[-3:])
+    y = target.to(dtype).reshape(1, -1, *target.shape[-3:])
+    spatial = tuple(x.shape[2:])
+
+    diff = (x.double() - y.double())[0]
+    if mask is None:
+        ssim = float(ssim3d(x, y, data_range=data_range, window=window, sigma=sigma)[0])
+        sq, ab = diff.pow(2).mean(), diff.abs().mean()
+    else:
+        mask = _check_tensor(mask, "mask", (3,), "(D, H, W)")
+        mask = _check_binary(mask, "mask").to(x.device)
+        if tuple(mask.shape) != spatial:
+            raise DataError(
+                f"The mask must have the volumes' spatial shape {spatial}, got {tuple(mask.shape)}."
+            )
+        if not mask.any():
+            raise DataError("The mask is empty: it selects no voxel to compare.")
+        sq, ab = diff.pow(2)[:, mask].mean(), diff.abs()[:, mask].mean()
+        g = _gaussian_window(_odd_window(window, spatial), sigma, x)
+        r = (len(g) - 1) // 2
+        inner = mask[r : spatial[0] - r, r : spatial[1] - r, r : spatial[2] - r]
+        if not inner.any():
+            raise DataError(
+                f"Every masked voxel lies within {r} voxels of the volume border, where the "
+                "SSIM window does not fit; enlarge the mask or pad the volumes."
+            )
+        ssim_map = _ssim_maps(x, y, data_range, g)[0][0].mean(0)
+        ssim = float(ssim_map[inner].double().mean())
+    mse = float(sq)
+    return {
+        "psnr": 10 * math.log10(data_range**2 / mse) if mse > 0 else math.inf,
+        "ssim": ssim,
+        "mae": float(ab),
+    }
+
+
+def _check_label_pair(prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    prediction = _check_tensor(prediction, "predicted label volume", (3,), "(D, H, W)")
+    target = _check_tensor(target, "reference label volume", (3,), "(D, H, W)")
+    _check_same(prediction, target, ("predicted label volume", "reference label volume"))
+    return prediction, target.to(prediction.device)
+
+
+def _label_list(labels: Iterable[int]) -> list[int]:
+    out = list(labels)
+    if not out or not all(isinstance(v, int) and not isinstance(v, bool) for v in out):
+        raise ConfigError(f"The labels must be a non-empty list of integers, got {out!r}.")
+    return out
+
+
+@torch.no_grad()
+def dice_per_label(prediction: Tensor, target: Tensor, labels: Iterable[int]) -> dict[int, float]:
+    """Dice overlap ``2|P ∩ T| / (|P| + |T|)`` for each label of two label volumes ``(D, H, W)``.
+
+    A label absent from both volumes scores 1.0 (nothing to find and nothing found); absent
+    from only one it scores 0.0.
+    """
+    prediction, target = _check_label_pair(prediction, target)
+    scores: dict[int, float] = {}
+    for label in _label_list(labels):
+        p, t = prediction == label, target == label
+        total = int(p.sum()) + int(t.sum())
+        scores[label] = 2 * int((p & t).sum()) / total if total else 1.0
+    return scores
+
+
+def _surface(region: Tensor) -> Tensor:
+    """Voxels of ``region`` ``(D, H, W)`` with a 6-neighbour outside it (outside the volume
+    counts as outside), found as the region minus its erosion by a 3D cross."""
+    padded = F.pad(region[None, None].float(), (1, 1, 1, 1, 1, 1))
+    cross = torch.zeros(1, 1, 3, 3, 3, dtype=padded.dtype, device=padded.device)
+    cross[0, 0, 1, 1, :] = cross[0, 0, 1, :, 1] = cross[0, 0, :, 1, 1] = 1
+    inside = F.conv3d(padded, cross)[0, 0] > 6.5  # the voxel and all six neighbours
+    return region & ~inside
+
+
+def _surface_points(region: Tensor, spacing: Tensor) -> Tensor:
+    """Surface voxel centres in mm, ``(M, 3)`` float64, at most ``HD95_MAX_SURFACE_POINTS``.
+
+    Subsampling uses a fresh generator with a fixed seed for every surface, so two identical
+    surfaces keep the same points (and stay exactly 0 apart).
+    """
+    idx = _surface(region).nonzero()
+    if len(idx) > HD95_MAX_SURFACE_POINTS:
+        gen = torch.Generator().manual_seed(0)
+        keep = torch.randperm(len(idx), generator=gen)[:HD95_MAX_SURFACE_POINTS]
+        idx = idx[keep.to(idx.device)]
+    return idx.double() * spacing
+
+
+def _nearest_mm(query: Tensor, reference: Tensor, *, chunk: int = 4096) -> Tensor:
+    """Euclidean distance from each query point to its nearest reference point, ``(Q,)``.
+
+    The nearest point is searched with the fast matrix-product form of ``cdist`` in float32
+    on centred coordinates (it may only confuse neighbours within ~0.01 mm of each other);
+    the distance to the chosen one is then recomputed in float64 from the coordinate
+    differences, so coinciding points are exactly 0 apart.
+    """
+    centre = reference.mean(0)
+    ref32 = (reference - centre).float()
+    nearest = []
+    for q in query.split(chunk):
+        q32 = (q - centre).float()
+        best = torch.full((len(q),), math.inf, device=q.device)
+        best_idx = torch.zeros(len(q), dtype=torch.long, device=q.device)
+        for start in range(0, len(ref32), chunk):
+            values, idx = torch.cdist(q32, ref32[start : start + chunk]).min(1)
+            closer = values < best
+            best = torch.where(closer, values, best)
+            best_idx = torch.where(closer, idx + start, best_idx)
+        nearest.append((q - reference[best_idx]).norm(dim=1))
+    return torch.cat(nearest)
+
+
+@torch.no_grad()
+def hd95_per_label(
+    prediction: Tensor,
+    target: Tensor,
+    labels: Iterable[int],
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+) -> dict[int, float]:
+    """95th percentile Hausdorff distance in mm for each label of two label volumes.
+
+    Surface voxels are the label's voxels with at least one of their six face neighbours
+    outside the label (voxels on the volume border count as surface). For every surface voxel
+    of each volume the distance to the nearest surface voxel of the other is taken (voxel
+    centres scaled by ``spacing``, in (D, H, W) order); the result is the 95th percentile
+    (linear interpolation) of both sets of distances pooled (symmetric, as in MedPy).
+
+    A surface with more than 20,000 voxels is subsampled to 20,000 at random with a fixed
+    seed, so the answer is reproducible; it is then an estimate, a little pessimistic
+    since nearest neighbours may be dropped (by at most about a voxel for smooth surfaces).
+
+    A label absent from both volumes scores 0.0; absent from only one it scores ``inf``.
+    """
+    prediction, target = _check_label_pair(prediction, target)
+    spacing_t = torch.as_tensor(spacing, dtype=torch.float64, device=prediction.device)
+    if spacing_t.shape != (3,) or not (torch.isfinite(spacing_t) & (spacing_t > 0)).all():
+        raise ConfigError(
+            f"The voxel spacing must be three positive numbers in mm, got {spacing!r}."
+        )
+    scores: dict[int, float] = {}
+    for label in _label_list(labels):
+        p, t = prediction == label, target == label
+        has_p, has_t = bool(p.any()), bool(t.any())
+        if not (has_p and has_t):
+            scores[label] = 0.0 if has_p == has_t else math.inf
+            continue
+        sp, st = _surface_points(p, spacing_t), _surface_points(t, spacing_t)
+        distances = torch.cat([_nearest_mm(sp, st), _nearest_mm(st, sp)])
+        scores[label] = float(torch.quantile(distances, 0.95))
+    return scores
+
+
+def _check_scores(scores: Tensor, truth: Tensor) -> tuple[Tensor, Tensor]:
+    """Flattened float64 scores and bool truth of the same shape, both classes present."""
+    scores = _check_tensor(scores, "anomaly scores", tuple(range(1, 6)), "(...) (1 to 5 axes)")
+    truth = _check_tensor(truth, "ground truth", tuple(range(1, 6)), "(...) (1 to 5 axes)")
+    _check_same(scores, truth, ("anomaly scores", "ground truth"))
+    truth = _check_binary(truth, "ground truth").to(scores.device)
+    if not truth.any():
+        raise DataError(
+            "The ground truth has no positive (anomalous) voxel, so the score cannot be "
+            "ranked against anything; evaluate on volumes that contain an anomaly."
+        )
+    return scores.flatten().double(), truth.flatten()
+
+
+def _average_ranks(values: Tensor) -> Tensor:
+    """1-based ranks of ``values`` (1D), tied values sharing the mean of their ranks."""
+    sorted_values, order = values.sort()
+    _, counts = torch.unique_consecutive(sorted_values, return_counts=True)
+    ends = counts.cumsum(0).double()
+    group_rank = ends - (counts.double() - 1) / 2  # mean of ranks end-count+1 .. end
+    ranks = torch.empty_like(sorted_values)
+    ranks[order] = group_rank.repeat_interleave(counts)
+    return ranks
+
+
+@torch.no_grad()
+def auroc(scores: Tensor, labels: Tensor) -> float:
+    """Area under the ROC curve of anomaly ``scores`` against binary ``labels`` (same shape).
+
+    Exact, from ranks (Mann–Whitney U): the probability that a random positive outscores a
+    random negative, ties counting one half. Any shape (voxelwise maps or one score per
+    volume). Both classes must be present, else :class:`DataError`.
+    """
+    scores, truth = _check_scores(scores, labels)
+    n_pos = int(truth.sum())
+    n_neg = len(truth) - n_pos
+    if n_neg == 0:
+        raise DataError(
+            "The ground truth is positive everywhere, so the score cannot be ranked against "
+            "any normal voxel; include normal tissue."
+        )
+    rank_sum = float(_average_ranks(scores)[truth].sum())
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+@torch.no_grad()
+def auprc(scores: Tensor, labels: Tensor) -> float:
+    """Average precision of anomaly ``scores`` against binary ``labels``, as scikit-learn's
+    ``average_precision_score``: ``Σ (R_n − R_{n−1}) P_n`` over the distinct score values taken
+    as thresholds (``score ≥ t``), tied scores entering together. Exact, no interpolation.
+    The truth must contain at least one positive, else :class:`DataError`.
+    """
+    scores, truth = _check_scores(scores, labels)
+    sorted_scores, order = scores.sort(descending=True)
+    hits = truth[order].double().cumsum(0)
+    _, counts = torch.unique_consecutive(sorted_scores, return_counts=True)
+    ends = counts.cumsum(0) - 1  # last index of each group of tied scores
+    tp = hits[ends]
+    precision = tp / (ends + 1).double()
+    recall = tp / tp[-1]
+    gain = torch.diff(recall, prepend=recall.new_zeros(1))
+    return float((gain * precision).sum())
+
+
+@torch.no_grad()
+def best_threshold_dice(
+    scores: Tensor, truth: Tensor, *, n_thresholds: int | None = 100
+) -> tuple[float, float]:
+    """Best Dice of ``scores ≥ t`` against the binary ``truth``, and that threshold ``t``.
+
+    Candidates are ``n_thresholds`` score quantiles evenly spaced from the minimum to the
+    maximum (each an actual score value). The grid is coarse for an anomaly covering only a
+    few percent of the voxels, whose best threshold may fall between candidates;
+    ``n_thresholds=None`` tries every distinct score instead (the exact optimum, at the
+    same cost). All candidates are scored exactly from one sort. Returns
+    ``(dice, threshold)``; ties go to the lowest threshold. The truth must contain at least
+    one positive, else :class:`DataError`.
+    """
+    if n_thresholds is not None and n_thresholds < 1:
+        raise ConfigError(f"The number of thresholds must be ≥ 1, got {n_thresholds}.")
+    scores, truth = _check_scores(scores, truth)
+    n = len(scores)
+    ascending, order = scores.sort()
+    if n_thresholds is None:
+        thresholds = torch.unique_consecutive(ascending)
+    else:
+        positions = torch.linspace(0, n - 1, n_thresholds, dtype=torch.float64).round().long()
+        thresholds = torch.unique(ascending[positions.to(ascending.device)])
+    first = torch.searchsorted(ascending, thresholds, side="left")  # first index ≥ t
+    below = torch.cat([truth.new_zeros(1, dtype=torch.float64), truth[order].double().cumsum(0)])
+    n_true = below[-1]
+    tp = n_true - below[first]
+    predicted = (n - first).double()
+    dice = 2 * tp / (predicted + n_true)
+    best = int(dice.argmax())
+    return float(dice[best]), float(thresholds[best])

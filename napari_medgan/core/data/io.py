@@ -299,6 +299,13 @@ def _imagej_spacing(
     return scale / x_per_unit, scale / y_per_unit, scale * z
 
 
+def _tiff_array(array: np.ndarray) -> np.ndarray:
+    """ImageJ stores float32, uint8 and uint16: label maps keep an integer type."""
+    if np.issubdtype(array.dtype, np.integer) and array.min() >= 0:
+        return array.astype(np.uint8 if array.max() < 256 else np.uint16)
+    return array.astype(np.float32)
+
+
 def _write_tiff(tensor: torch.Tensor, affine: np.ndarray, temporary: Path, path: Path) -> None:
     """An ImageJ hyperstack ``(Z, C, Y, X)`` with the voxel size in mm; nothing else fits."""
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
@@ -312,7 +319,7 @@ def _write_tiff(tensor: torch.Tensor, affine: np.ndarray, temporary: Path, path:
     sx, sy, sz = (float(s) for s in spacing)
     tifffile.imwrite(
         temporary,
-        tensor.permute(3, 0, 2, 1).numpy().astype(np.float32),
+        _tiff_array(tensor.permute(3, 0, 2, 1).numpy()),
         imagej=True,
         resolution=(1.0 / sx, 1.0 / sy),
         metadata={"axes": "ZCYX", "spacing": sz, "unit": "mm"},

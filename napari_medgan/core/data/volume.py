@@ -12,10 +12,11 @@ import torch
 class Volume:
     """A 3D image with its geometry.
 
-    ``tensor`` is ``(C, D, H, W)`` float32 whose three spatial axes are the voxel
-    axes ``i, j, k`` of ``affine`` (the same order torchio uses), and ``affine`` is
-    the 4x4 matrix mapping ``(i, j, k, 1)`` to RAS millimetres. Keeping the two
-    together is what lets spacing and orientation survive every round trip.
+    ``tensor`` is ``(C, D, H, W)`` (float32; an integer type for label maps) whose
+    three spatial axes are the voxel axes ``i, j, k`` of ``affine`` (the same order
+    torchio uses), and ``affine`` is the 4x4 matrix mapping ``(i, j, k, 1)`` to RAS
+    millimetres. Keeping the two together is what lets spacing and orientation
+    survive every round trip.
     """
 
     tensor: torch.Tensor

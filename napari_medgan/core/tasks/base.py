@@ -28,6 +28,11 @@ class Task:
     needs: ClassVar[TaskNeeds] = TaskNeeds()
     can_synthesize: ClassVar[bool] = False
     preview_role: ClassVar[str | None] = "image"  # whose intensity units the preview is in
+    # Whole-volume inference (api.apply): what is stacked as input, what comes out.
+    can_apply: ClassVar[bool] = False
+    apply_inputs: ClassVar[tuple[str, ...]] = ("image",)  # "mask" too for inpainting
+    output: ClassVar[str] = "intensity"  # "intensity" (units of output_role), "labels", "map"
+    output_role: ClassVar[str] = "target"
 
     def __init__(self, config: Config, device: torch.device, channels: int = 1,
                  num_classes: int = 0) -> None:
@@ -68,6 +73,14 @@ class Task:
         ``target``, ``labels``, ``mask``.
         """
         raise NotImplementedError
+
+    def predict(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Inference on one batch of normalised input patches (named as ``apply_inputs``)."""
+        raise NotImplementedError
+
+    def finish(self, output: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The blended whole-volume output → the result (still normalised); default: as is."""
+        return output
 
     def preview(self) -> torch.Tensor:
         """A ``(C, p, p, p)`` normalised volume that shows how training is going."""

@@ -10,6 +10,7 @@ from .base import Task
 # name → module defining it; imported on first use so listing tasks stays cheap.
 _TASK_MODULES = {
     "synthesis": "napari_medgan.core.tasks.synthesis",
+    "translation": "napari_medgan.core.tasks.translation",
 }
 
 

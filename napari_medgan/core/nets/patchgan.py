@@ -1,0 +1,35 @@
+"""3D PatchGAN discriminator: one realness logit per overlapping sub-volume (pix2pix)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
+
+
+class PatchGAN3D(nn.Module):
+    """``(B, in_channels, p, p, p)`` → ``(B, 1, p', p', p')`` logits.
+
+    Judging local sub-volumes rather than the whole patch pushes the generator
+    towards sharp local texture, while the L1 term of the task keeps the layout.
+    ``layers`` stride-2 convolutions set the receptive field (3 → 46³ voxels).
+    """
+
+    def __init__(self, in_channels: int = 2, channels: int = 32, layers: int = 3,
+                 spectral_norm: bool = False) -> None:
+        super().__init__()
+        wrap = _spectral_norm if spectral_norm else (lambda layer: layer)
+        blocks: list[nn.Module] = [wrap(nn.Conv3d(in_channels, channels, 4, 2, 1)),
+                                   nn.LeakyReLU(0.2, inplace=True)]
+        width = channels
+        for index in range(1, layers + 1):
+            stride = 2 if index < layers else 1
+            out = min(channels * 2**index, 8 * channels)
+            blocks += [wrap(nn.Conv3d(width, out, 4, stride, 1, bias=False)),
+                       nn.InstanceNorm3d(out, affine=True), nn.LeakyReLU(0.2, inplace=True)]
+            width = out
+        blocks.append(wrap(nn.Conv3d(width, 1, 4, 1, 1)))
+        self.net = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)

@@ -1,0 +1,60 @@
+"""``translation``: modality A → modality B from paired volumes (pix2pix-3D)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import Config
+from ..data.task_data import TaskNeeds
+from .base import NextBatch, Task
+from .conditional import adam, adversarial, critic_step, patchgan, unet
+
+
+class TranslationTask(Task):
+    """G maps A patches to B patches; D judges (A, B) pairs; L1 keeps G on the true B."""
+
+    name = "translation"
+    needs = TaskNeeds(target="paired")
+    can_apply = True
+    preview_role = "target"
+
+    def __init__(self, config: Config, device: torch.device, channels: int = 1,
+                 num_classes: int = 0) -> None:
+        super().__init__(config, device, channels, num_classes)
+        self.nets = {"G": unet(config, channels, channels), "D": patchgan(config, 2 * channels)}
+        self.finish_setup()
+        self.optimizers = {"G": adam(self, "G", config.train.lr_g),
+                           "D": adam(self, "D", config.train.lr_d)}
+        self.preview_input: torch.Tensor | None = None
+
+    def train_step(self, next_batch: NextBatch, step: int) -> dict[str, torch.Tensor]:
+        batch = next_batch()
+        a, b = self.to_layout(batch["image"]), self.to_layout(batch["target"])
+        if self.preview_input is None:
+            self.preview_input = a[:1].clone()
+        G = self.nets["G"]
+        with self.autocast():
+            fake = G(a)
+        loss_d = critic_step(self, "D", torch.cat([a, b], 1), torch.cat([a, fake], 1))
+        l1 = (fake.float() - b).abs().mean()
+        loss_g = adversarial(self, "D", torch.cat([a, fake], 1)) + self.config.train.l1_weight * l1
+        self.optimizers["G"].zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.optimizers["G"].step()
+        return {"loss_d": loss_d, "loss_g": loss_g.detach(), "l1": l1.detach()}
+
+    @torch.no_grad()
+    def predict(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        with self.autocast():
+            return self.nets["G"](self.to_layout(inputs["image"])).float()
+
+    @torch.no_grad()
+    def preview(self) -> torch.Tensor:
+        G = self.nets["G"]
+        G.eval()
+        patch = self.predict({"image": self.preview_input})[0]
+        G.train()
+        return patch
+
+
+TASK = TranslationTask
