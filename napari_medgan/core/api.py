@@ -21,8 +21,9 @@ import torch
 from .checkpoint import load_checkpoint, patch_affine
 from .config import Config, load_config, save_config
 from .data.dataset import load_training_volumes
-from .data.io import check_volume, read_volume, write_volume
+from .data.io import check_volume, find_volume_files, read_volume, write_volume
 from .data.normalize import IntensityNormalization, denormalize, normalize
+from .data.pairs import match_pairs
 from .data.patches import DevicePatchSampler
 from .data.samples import SAMPLE_NAMES, sample_volume, write_sample
 from .data.volume import Volume
@@ -208,8 +209,50 @@ def synthesize(model: Model | str | Path, n: int = 4, seed: int = 0) -> list[Vol
 
 
 def evaluate(
-    model: Model | str | Path, data: list[str | Path], *, n: int = 64, seed: int = 0
+    model: Model | str | Path,
+    data: list[str | Path],
+    *,
+    target: list[str | Path] | None = None,
+    labels: list[str | Path] | None = None,
+    mask: list[str | Path] | None = None,
+    n: int = 64,
+    seed: int = 0,
+    overlap: float = 0.5,
+    batch_size: int = 4,
 ) -> dict[str, Any]:
+    """How good a model is on held-out volumes ``data``.
+
+    Synthesis: quality and privacy of synthetic patches (see :func:`evaluate_synthesis`).
+    Other tasks: each volume is applied whole and scored against its truth (``target``,
+    ``labels`` or ``mask`` files, matched by name or order); the report has the mean
+    of each metric and the per-volume values.
+    """
+    model = _as_model(model)
+    if model.task.can_synthesize:
+        return evaluate_synthesis(model, data, n=n, seed=seed)
+    given = {"target": target, "labels": labels, "mask": mask}
+    files = find_volume_files(data)
+    truths: dict[str, list[Path]] = {}
+    for role in model.task.evaluate_truth:
+        if not given[role]:
+            raise DataError(f"Evaluating a {model.task_name} model needs the true {role} of each "
+                            f"volume: give --{role} PATH ...")
+        truths[role] = match_pairs(files, given[role], role)
+    per_volume = []
+    for index, file in enumerate(files):
+        truth = {role: read_volume(paths[index]) for role, paths in truths.items()}
+        truth["input"] = read_volume(file)
+        hole = truths["mask"][index] if "mask" in model.task.apply_inputs else None
+        result = apply(model, truth["input"], mask=hole, overlap=overlap, batch_size=batch_size)
+        per_volume.append({"file": str(file), **model.task.score(result, truth)})
+    keys = [k for k in per_volume[0] if k != "file"]
+    mean = {k: float(np.mean([v[k] for v in per_volume])) for k in keys}
+    return {"task": model.task_name, "n_volumes": len(files), "mean": mean,
+            "volumes": per_volume}
+
+
+def evaluate_synthesis(model: Model, data: list[str | Path], *, n: int = 64,
+                       seed: int = 0) -> dict[str, Any]:
     """Quality and privacy numbers of a synthesis model against held-out volumes ``data``.
 
     Patches are centred on foreground voxels (above the lowest 5 % of the
@@ -219,8 +262,6 @@ def evaluate(
     """
     from . import metrics
 
-    model = _as_model(model)
-    _require_synthesis(model)
     synthetic = model.task.sample(n, seed=seed).cpu()  # normalised, as the real patches below
     held_out = _foreground_patches(model, data, n, seed + 1)
     notes = []

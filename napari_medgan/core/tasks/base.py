@@ -13,6 +13,7 @@ from torch import nn
 from ..checkpoint import load_state_strict, optimizer_from_tensors, optimizer_to_tensors
 from ..config import Config
 from ..data.task_data import TaskNeeds
+from ..data.volume import Volume
 
 NextBatch = Callable[[], dict[str, torch.Tensor]]
 
@@ -33,6 +34,8 @@ class Task:
     apply_inputs: ClassVar[tuple[str, ...]] = ("image",)  # "mask" too for inpainting
     output: ClassVar[str] = "intensity"  # "intensity" (units of output_role), "labels", "map"
     output_role: ClassVar[str] = "target"
+    # What api.evaluate compares the result with: "target", "labels" or "mask" volumes.
+    evaluate_truth: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Config, device: torch.device, channels: int = 1,
                  num_classes: int = 0) -> None:
@@ -81,6 +84,10 @@ class Task:
     def finish(self, output: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The blended whole-volume output → the result (still normalised); default: as is."""
         return output
+
+    def score(self, result: Volume, truth: dict[str, Volume]) -> dict[str, float]:
+        """Metrics of one applied volume against its ``evaluate_truth`` (and ``input``)."""
+        raise NotImplementedError
 
     def preview(self) -> torch.Tensor:
         """A ``(C, p, p, p)`` normalised volume that shows how training is going."""

@@ -6,6 +6,8 @@ import torch
 
 from ..config import Config
 from ..data.task_data import TaskNeeds
+from ..data.volume import Volume
+from ..metrics import image_similarity
 from .base import NextBatch, Task
 from .conditional import adam, adversarial, critic_step, patchgan, unet
 
@@ -17,6 +19,7 @@ class TranslationTask(Task):
     needs = TaskNeeds(target="paired")
     can_apply = True
     preview_role = "target"
+    evaluate_truth = ("target",)
 
     def __init__(self, config: Config, device: torch.device, channels: int = 1,
                  num_classes: int = 0) -> None:
@@ -47,6 +50,12 @@ class TranslationTask(Task):
     def predict(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         with self.autocast():
             return self.nets["G"](self.to_layout(inputs["image"])).float()
+
+    def score(self, result: Volume, truth: dict[str, Volume]) -> dict[str, float]:
+        """PSNR, SSIM and MAE in the target's own units (HU for CT)."""
+        target = truth["target"].tensor
+        data_range = float(target.max() - target.min()) or 1.0
+        return image_similarity(result.tensor, target, data_range=data_range)
 
     @torch.no_grad()
     def preview(self) -> torch.Tensor:
