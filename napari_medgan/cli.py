@@ -35,8 +35,13 @@ def _parser() -> argparse.ArgumentParser:
         "--mask",
         nargs="+",
         metavar="PATH",
-        help="one mask per volume: patches are centred inside it",
+        help="one mask per volume: patches centred inside it (inpainting: the holes)",
     )
+    train.add_argument("--target", nargs="+", metavar="PATH",
+                       help="translation: the paired targets; cycle: the unpaired B set")
+    train.add_argument("--labels", nargs="+", metavar="PATH", help="segmentation: label maps")
+    train.add_argument("--resample-pairs", action="store_true",
+                       help="resample targets, labels and masks onto their volume's grid")
     train.add_argument("--patch", type=int, help="cubic patch size (power of two, default 32)")
     train.add_argument("--steps", type=int, help="total training steps (default 200)")
     train.add_argument("--batch", type=int, help="patches per step (default 8)")
@@ -52,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
         choices=("auto", "ct", "mr"),
         help="intensity normalisation: CT HU window or MR percentiles",
     )
+    train.add_argument("--target-modality", choices=("auto", "ct", "mr"),
+                       help="the same, for the --target volumes")
     train.add_argument("--events", choices=("jsonl",), help="print JSON-lines events on stdout")
     train.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
@@ -64,6 +71,16 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--device", default="auto")
     synth.add_argument("--overwrite", action="store_true", help="replace existing files")
 
+    apply = commands.add_parser("apply", help="run a model over a whole volume")
+    apply.add_argument("checkpoint", metavar="CKPT_DIR")
+    apply.add_argument("input", metavar="INPUT", help="a volume file or DICOM folder")
+    apply.add_argument("--out", required=True, metavar="OUTPUT", help="the file to write")
+    apply.add_argument("--mask", metavar="M", help="inpainting: the region to fill")
+    apply.add_argument("--overlap", type=float, default=0.5, help="patch overlap, 0 to <1")
+    apply.add_argument("--batch", type=int, default=4, help="patches per forward pass")
+    apply.add_argument("--device", default="auto")
+    apply.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
     evaluate = commands.add_parser("evaluate", help="quality and privacy numbers of a checkpoint")
     evaluate.add_argument("checkpoint", metavar="CKPT_DIR")
     evaluate.add_argument(
@@ -73,6 +90,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="held-out volumes, not used in training",
     )
+    evaluate.add_argument("--target", nargs="+", metavar="PATH", help="their true targets")
+    evaluate.add_argument("--labels", nargs="+", metavar="PATH", help="their true label maps")
+    evaluate.add_argument("--mask", nargs="+", metavar="PATH",
+                          help="inpainting: the holes to fill")
+    evaluate.add_argument("--overlap", type=float, default=0.5, help="apply's patch overlap")
     evaluate.add_argument("--n", type=int, default=64, help="patches per set (default 64)")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -126,6 +148,10 @@ def _train_config(args: argparse.Namespace):
         ("task",): args.task,
         ("data", "paths"): args.data,
         ("data", "masks"): args.mask,
+        ("data", "targets"): args.target,
+        ("data", "labels"): args.labels,
+        ("data", "target_modality"): args.target_modality,
+        ("data", "resample_pairs"): args.resample_pairs or None,
         ("model", "patch_size"): args.patch,
         ("train", "steps"): args.steps,
         ("train", "batch_size"): args.batch,
@@ -240,10 +266,33 @@ def _cmd_synthesize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_apply(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .core import api
+    from .core.errors import OutputExistsError
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise OutputExistsError(f"{out} already exists; choose another --out or add --overwrite.")
+    model = api.load_model(args.checkpoint, device=args.device)
+    with tqdm(unit="patch", file=sys.stderr, dynamic_ncols=True) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        result = api.apply(model, args.input, mask=args.mask, overlap=args.overlap,
+                           batch_size=args.batch, progress=progress)
+    print(api.write_volume(result, out, overwrite=args.overwrite))
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .core import api
 
-    report = api.evaluate(args.checkpoint, args.data, n=args.n, seed=args.seed)
+    report = api.evaluate(args.checkpoint, args.data, target=args.target, labels=args.labels,
+                          mask=args.mask, n=args.n, seed=args.seed, overlap=args.overlap)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -251,6 +300,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             if isinstance(value, dict):
                 for sub, number in value.items():
                     print(f"{key}.{sub:<32} {_fmt(number)}")
+            elif isinstance(value, list) and value and isinstance(value[0], dict):
+                for item in value:  # one line per evaluated volume
+                    print("  ".join(f"{k}={_fmt(v)}" for k, v in item.items()))
             else:
                 print(f"{key:<40} {_fmt(value)}")
     return 0
@@ -307,6 +359,7 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
 _COMMANDS = {
     "train": _cmd_train,
     "synthesize": _cmd_synthesize,
+    "apply": _cmd_apply,
     "evaluate": _cmd_evaluate,
     "info": _cmd_info,
     "sample-data": _cmd_sample_data,

@@ -165,6 +165,8 @@ def apply(
                                                    else torch.int16)
     elif task.output == "intensity":
         output = denormalize(normalizations[task.output_role], output)
+    if "mask" in inputs:  # outside the region, the input exactly (normalising clips intensities)
+        output = torch.where(inputs["mask"] > 0, output, volume.tensor)
     return Volume(output, volume.affine, name=f"{volume.name}_{model.task_name}")
 
 
