@@ -26,6 +26,7 @@ from .data.normalize import IntensityNormalization, denormalize, normalize
 from .data.pairs import match_pairs
 from .data.patches import DevicePatchSampler
 from .data.samples import SAMPLE_NAMES, sample_volume, write_sample
+from .data.task_data import hole_mask
 from .data.volume import Volume
 from .device import resolve_device
 from .errors import CheckpointError, ConfigError, DataError
@@ -175,13 +176,7 @@ def _mask_on_grid(mask: Volume, volume: Volume, mask_source, source) -> torch.Te
                                                                       atol=1e-3):
         raise DataError(f"The mask {mask_source} is not on the voxel grid of {source}; "
                         "resample it onto the volume first.")
-    binary = (mask.tensor[:1] > 0).float()
-    if not bool(binary.any()):
-        raise DataError(f"The mask {mask_source} is empty: it marks no region.")
-    if bool(binary.all()):
-        raise DataError(f"The mask {mask_source} covers the whole volume: nothing is left "
-                        "to fill it from.")
-    return binary
+    return hole_mask(mask, mask_source)
 
 
 def _require_synthesis(model: Model) -> None:

@@ -92,7 +92,7 @@ def load_task_data(config: Config, needs: TaskNeeds,
         num_classes = label_count(label_maps)
     if needs.masks == "holes" and d.masks:
         holes = partners(d.masks, "mask", labels=True)
-        raw["mask"] = [_hole_mask(v, p) for v, p in zip(holes, summary["mask_files"], strict=True)]
+        raw["mask"] = [hole_mask(v, p) for v, p in zip(holes, summary["mask_files"], strict=True)]
 
     normalizations = saved or {}
     if not saved:
@@ -112,12 +112,13 @@ def load_task_data(config: Config, needs: TaskNeeds,
                     images.volumes[0], num_classes)
 
 
-def _hole_mask(volume: Volume, path: Path) -> torch.Tensor:
-    mask = (volume.tensor > 0).float()
+def hole_mask(volume: Volume, source: object) -> torch.Tensor:
+    """The region to fill as a 0/1 ``(1, D, H, W)`` tensor; it must leave something around it."""
+    mask = (volume.tensor[:1] > 0).float()
     if not bool(mask.any()):
-        raise DataError(f"The mask {path} is empty: it marks no region to fill.")
+        raise DataError(f"The mask {source} is empty: it marks no region to fill.")
     if bool(mask.all()):
-        raise DataError(f"The mask {path} covers the whole volume: nothing is left to fill "
+        raise DataError(f"The mask {source} covers the whole volume: nothing is left to fill "
                         "the hole from.")
     return mask
 
