@@ -22,7 +22,7 @@ from .checkpoint import load_checkpoint, patch_affine
 from .config import Config, load_config, save_config
 from .data.dataset import load_training_volumes
 from .data.io import check_volume, find_volume_files, read_volume, write_volume
-from .data.normalize import IntensityNormalization, denormalize, normalize
+from .data.normalize import IntensityNormalization, denormalize, for_volume, normalize
 from .data.pairs import match_pairs
 from .data.patches import DevicePatchSampler
 from .data.samples import SAMPLE_NAMES, sample_volume, write_sample
@@ -165,7 +165,10 @@ def apply(
         output = output.argmax(0, keepdim=True).to(torch.uint8 if task.num_classes <= 256
                                                    else torch.int16)
     elif task.output == "intensity":
-        output = denormalize(normalizations[task.output_role], output)
+        norm = normalizations[task.output_role]
+        if task.output_role == "image":  # the input's modality: back into this volume's units
+            norm = for_volume(norm, volume.tensor)
+        output = denormalize(norm, output)
     if "mask" in inputs:  # outside the region, the input exactly (normalising clips intensities)
         output = torch.where(inputs["mask"] > 0, output, volume.tensor)
     return Volume(output, volume.affine, name=f"{volume.name}_{model.task_name}")

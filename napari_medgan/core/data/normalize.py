@@ -122,6 +122,18 @@ def normalize(norm: IntensityNormalization, tensor: torch.Tensor) -> torch.Tenso
     return ((tensor.float() - low) / (high - low) * 2 - 1).clamp(-1, 1)
 
 
+def for_volume(norm: IntensityNormalization, tensor: torch.Tensor) -> IntensityNormalization:
+    """The normalisation of one MR volume: its own percentile range instead of the mean one.
+
+    Output in the input's modality (inpainting) must go back into that volume's units,
+    which differ from the training set's when the scanner or scaling differ.
+    """
+    if norm.modality != "mr":
+        return norm
+    low, high = _mr_range(tensor, norm.percentiles)
+    return IntensityNormalization(norm.modality, low, high, norm.percentiles)
+
+
 def denormalize(norm: IntensityNormalization, tensor: torch.Tensor) -> torch.Tensor:
     """Map [-1, 1] back to the training data's units (HU for CT)."""
     return (tensor.float() + 1) / 2 * (norm.high - norm.low) + norm.low
