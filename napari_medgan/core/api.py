@@ -96,7 +96,8 @@ def load_model(path: str | Path, *, device: str = "auto", expect_task: str | Non
         raise CheckpointError(
             f"Checkpoint {path} holds a {card['task']!r} model; this needs a {expect_task!r} model."
         )
-    task = task_class(config, resolve_device(device), channels=int(card.get("channels", 1)))
+    task = task_class(config, resolve_device(device), channels=int(card.get("channels", 1)),
+                      num_classes=int(card.get("num_classes", 0)))
     task.load_weights(checkpoint.weights, checkpoint.path)
     normalization = IntensityNormalization.from_dict(card["normalization"])
     return Model(checkpoint.path, card, task.eval(), normalization)

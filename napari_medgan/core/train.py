@@ -96,6 +96,11 @@ def train(
         warnings.warn(note, MedGANWarning, stacklevel=2)
     if not resumed:
         torch.manual_seed(config.train.seed)
+    if resumed and data.num_classes != resumed.card.get("num_classes", 0):
+        raise ConfigError(
+            f"Can't resume {resume}: its model segments {resumed.card['num_classes']} classes "
+            f"but these label maps hold {data.num_classes}; train a new model for these labels."
+        )
     task = task_class(config, device, channels=data.roles["image"][0].shape[0],
                       num_classes=data.num_classes)
     batches = BatchSource(data, config, device)

@@ -11,6 +11,8 @@ from .base import Task
 _TASK_MODULES = {
     "synthesis": "napari_medgan.core.tasks.synthesis",
     "translation": "napari_medgan.core.tasks.translation",
+    "inpainting": "napari_medgan.core.tasks.inpainting",
+    "segmentation": "napari_medgan.core.tasks.segmentation",
 }
 
 
