@@ -16,7 +16,9 @@ from .errors import ConfigError
 
 MODALITIES = ("auto", "ct", "mr")
 SAMPLERS = ("device", "queue")
-LOSSES = ("nonsaturating", "hinge", "lsgan", "wgan-gp")
+LOSSES = ("auto", "nonsaturating", "hinge", "lsgan", "wgan-gp")
+# what "auto" means per task: each task's published recipe
+TASK_LOSSES = {"anomaly": "wgan-gp", "cycle": "lsgan"}
 UPSAMPLING = ("transpose", "resize")
 
 
@@ -64,7 +66,7 @@ class TrainConfig:
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
-    loss: str = "nonsaturating"
+    loss: str = "auto"  # "auto": wgan-gp for anomaly, lsgan for cycle, else nonsaturating
     n_critic: int = 0  # discriminator steps per generator step; 0: 5 for wgan-gp, else 1
     gp_weight: float = 10.0
     adversarial_weight: float = 1.0  # conditional tasks: weight of the adversarial term
@@ -120,7 +122,7 @@ class Config:
         _choice("model.upsample", self.model.upsample, UPSAMPLING)
         _choice("train.channels_last", self.train.channels_last, ("auto", "on", "off"))
         _choice("model.d_norm", self.model.d_norm, ("auto", "batch", "none"))
-        if self.train.loss == "wgan-gp" and self.model.d_norm == "batch":
+        if self.loss == "wgan-gp" and self.model.d_norm == "batch":
             raise ConfigError(
                 "The wgan-gp loss can't be used with model.d_norm: batch (batch statistics "
                 "break the gradient penalty); use d_norm: none or auto."
@@ -157,16 +159,23 @@ class Config:
             raise ConfigError(f"train.ema_decay must be in [0, 1), got {self.train.ema_decay}.")
 
     @property
+    def loss(self) -> str:
+        """The adversarial loss in use: ``train.loss``, or the task's own when "auto"."""
+        if self.train.loss != "auto":
+            return self.train.loss
+        return TASK_LOSSES.get(self.task, "nonsaturating")
+
+    @property
     def d_norm(self) -> str:
         if self.model.d_norm != "auto":
             return self.model.d_norm
-        return "none" if self.train.loss == "wgan-gp" else "batch"
+        return "none" if self.loss == "wgan-gp" else "batch"
 
     @property
     def n_critic(self) -> int:
         if self.train.n_critic > 0:
             return self.train.n_critic
-        return 5 if self.train.loss == "wgan-gp" else 1
+        return 5 if self.loss == "wgan-gp" else 1
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

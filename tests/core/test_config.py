@@ -51,6 +51,14 @@ def test_settings_that_cannot_work_are_refused(section, key, value, message):
         Config.from_dict({section: {key: value}})
 
 
+@pytest.mark.parametrize(("task", "loss"), [("synthesis", "nonsaturating"),
+                                           ("anomaly", "wgan-gp"), ("cycle", "lsgan")])
+def test_the_automatic_loss_is_each_tasks_own_recipe(task, loss):
+    config = Config.from_dict({"task": task})
+    assert config.train.loss == "auto" and config.loss == loss
+    assert Config.from_dict({"task": task, "train": {"loss": "hinge"}}).loss == "hinge"
+
+
 def test_wgan_gp_gets_an_unnormalised_critic_and_five_critic_steps():
     config = Config.from_dict({"train": {"loss": "wgan-gp"}})
     assert config.d_norm == "none" and config.n_critic == 5

@@ -111,3 +111,37 @@ class DCGANDiscriminator3D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).flatten(1).squeeze(1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate activations ``(B, width · 4³)``: what the last layer judges.
+
+        f-AnoGAN compares these for an image and its reconstruction (feature residual).
+        """
+        return self.net[:-1](x).flatten(1)
+
+
+class DCGANEncoder3D(DCGANDiscriminator3D):
+    """Patch → latent vector ``(B, latent_dim)``: the discriminator's trunk with a latent head.
+
+    The inverse of :class:`DCGANGenerator3D` that f-AnoGAN trains (Schlegl et al., 2019).
+    The output is unbounded (no tanh): the generator's prior is N(0, I), and a tanh
+    would confine codes to (−1, 1)^d, which holds under 5 % of that prior's mass at d = 8.
+    ``norm="none"`` by default, so training and inference compute the same function.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        latent_dim: int = 128,
+        patch_size: int = 32,
+        channels: int = 32,
+        max_channels: int = 256,
+        norm: str = "none",
+    ) -> None:
+        super().__init__(in_channels, patch_size, channels, max_channels, False, norm)
+        self.latent_dim = latent_dim
+        self.net[-1] = nn.Conv3d(self.net[-1].in_channels, latent_dim, kernel_size=4)
+        init_dcgan_weights(self.net[-1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten(1)

@@ -40,7 +40,7 @@ def critic_step(task: Task, critic: str, real: torch.Tensor, fake: torch.Tensor)
     """One update of ``critic`` on a real and a (detached) fake input; returns its loss."""
     D = task.nets[critic]
     with task.autocast():
-        loss = discriminator_loss(task.config.train.loss, D(real), D(fake.detach()))
+        loss = discriminator_loss(task.config.loss, D(real), D(fake.detach()))
     task.optimizers[critic].zero_grad(set_to_none=True)
     loss.backward()
     task.optimizers[critic].step()
@@ -50,5 +50,5 @@ def critic_step(task: Task, critic: str, real: torch.Tensor, fake: torch.Tensor)
 def adversarial(task: Task, critic: str, fake: torch.Tensor) -> torch.Tensor:
     """The weighted adversarial term a generator minimises against ``critic``."""
     with task.autocast():
-        loss = generator_loss(task.config.train.loss, task.nets[critic](fake))
+        loss = generator_loss(task.config.loss, task.nets[critic](fake))
     return task.config.train.adversarial_weight * loss

@@ -13,6 +13,7 @@ _TASK_MODULES = {
     "translation": "napari_medgan.core.tasks.translation",
     "inpainting": "napari_medgan.core.tasks.inpainting",
     "segmentation": "napari_medgan.core.tasks.segmentation",
+    "anomaly": "napari_medgan.core.tasks.anomaly",
 }
 
 

@@ -56,7 +56,7 @@ class SynthesisTask(Task):
 
     def train_step(self, next_batch: NextBatch, step: int) -> dict[str, torch.Tensor]:
         G, D = self.nets["G"], self.nets["D"]
-        kind = self.config.train.loss
+        kind = self.config.loss
         for _ in range(self.n_critic):
             real = self.to_layout(next_batch()["image"])
             with torch.no_grad(), self.autocast():
