@@ -93,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--target", nargs="+", metavar="PATH", help="their true targets")
     evaluate.add_argument("--labels", nargs="+", metavar="PATH", help="their true label maps")
     evaluate.add_argument("--mask", nargs="+", metavar="PATH",
-                          help="inpainting: the holes to fill")
+                          help="inpainting: the holes to fill; anomaly: the true anomalies")
     evaluate.add_argument("--overlap", type=float, default=0.5, help="apply's patch overlap")
     evaluate.add_argument("--n", type=int, default=64, help="patches per set (default 64)")
     evaluate.add_argument("--seed", type=int, default=0)
