@@ -11,6 +11,7 @@ from .base import Task
 _TASK_MODULES = {
     "synthesis": "napari_medgan.core.tasks.synthesis",
     "translation": "napari_medgan.core.tasks.translation",
+    "cycle": "napari_medgan.core.tasks.cycle",
     "inpainting": "napari_medgan.core.tasks.inpainting",
     "segmentation": "napari_medgan.core.tasks.segmentation",
     "anomaly": "napari_medgan.core.tasks.anomaly",
