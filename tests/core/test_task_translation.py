@@ -86,3 +86,13 @@ def test_pairs_that_differ_in_count_or_grid_are_named(real_dir, tmp_path):
     with pytest.warns(UserWarning, match="resampled onto the grid"):
         events = list(api.train(config, tmp_path / "c"))
     assert events[-1].kind == "done"
+
+
+def test_the_wgan_gp_loss_adds_the_gradient_penalty_to_the_critic(real_dir, tmp_path):
+    first_loss_d = []
+    for weight in (0.0, 10.0):  # same seed, same first batch: only the penalty differs
+        config = translation_config(real_dir, steps=1)
+        config.train.loss, config.train.gp_weight = "wgan-gp", weight
+        step = next(e for e in api.train(config, tmp_path / str(weight)) if e.kind == "step")
+        first_loss_d.append(step.losses["loss_d"])
+    assert first_loss_d[1] > first_loss_d[0] + 1e-3

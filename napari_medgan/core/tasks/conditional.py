@@ -7,7 +7,7 @@ import math
 import torch
 
 from ..config import Config
-from ..losses import discriminator_loss, generator_loss
+from ..losses import discriminator_loss, generator_loss, gradient_penalty
 from ..nets.patchgan import PatchGAN3D
 from ..nets.unet import UNet3D
 from .base import Task
@@ -37,10 +37,18 @@ def adam(task: Task, name: str, lr: float) -> torch.optim.Adam:
 
 
 def critic_step(task: Task, critic: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """One update of ``critic`` on a real and a (detached) fake input; returns its loss."""
+    """One update of ``critic`` on a real and a (detached) fake input; returns its loss.
+
+    With ``wgan-gp`` the gradient penalty is added (one critic step per generator step
+    here, as conditional GANs usually train).
+    """
     D = task.nets[critic]
+    fake = fake.detach()
     with task.autocast():
-        loss = discriminator_loss(task.config.loss, D(real), D(fake.detach()))
+        loss = discriminator_loss(task.config.loss, D(real), D(fake))
+    if task.config.loss == "wgan-gp":
+        penalty = gradient_penalty(D, real.float(), fake.float(), task.rng)
+        loss = loss + task.config.train.gp_weight * penalty
     task.optimizers[critic].zero_grad(set_to_none=True)
     loss.backward()
     task.optimizers[critic].step()
