@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import torch
-
 from _common import report
+
 from napari_medgan.core import api
 from napari_medgan.core.data.io import write_volume
 from napari_medgan.core.data.samples import sample_volume

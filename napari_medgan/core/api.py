@@ -22,7 +22,13 @@ from .checkpoint import load_checkpoint, patch_affine
 from .config import Config, load_config, save_config
 from .data.dataset import load_training_volumes
 from .data.io import check_volume, find_volume_files, read_volume, write_volume
-from .data.normalize import IntensityNormalization, denormalize, for_volume, normalize
+from .data.normalize import (
+    IntensityNormalization,
+    check_modality,
+    denormalize,
+    for_volume,
+    normalize,
+)
 from .data.pairs import match_pairs
 from .data.patches import DevicePatchSampler
 from .data.samples import SAMPLE_NAMES, sample_volume, write_sample
@@ -147,6 +153,7 @@ def apply(
         )
     normalizations = {role: IntensityNormalization.from_dict(record)
                       for role, record in model.card["normalizations"].items()}
+    check_modality(normalizations["image"], volume.tensor, source)
     inputs = {"image": normalize(normalizations["image"], volume.tensor)}
     if "mask" in task.apply_inputs:
         if mask is None:

@@ -89,3 +89,21 @@ def test_bad_settings_are_refused():
     norm = IntensityNormalization("mr", 0.0, 1.0)
     with pytest.raises(DataError, match="constant"):
         normalize(norm, torch.ones(1, 4, 4, 4))
+
+
+def test_check_modality_refuses_only_plain_mismatches():
+    from napari_medgan.core.data.normalize import IntensityNormalization, check_modality
+    from napari_medgan.core.errors import DataError
+
+    mr_model = IntensityNormalization("mr", 0.0, 1.0)
+    ct_model = IntensityNormalization("ct", -1000.0, 1000.0)
+    head_ct = torch.full((1, 8, 8, 8), -1000.0)
+    head_ct[:, 2:6, 2:6, 2:6] = 40.0
+    mr = torch.rand(1, 8, 8, 8, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(DataError, match="looks like CT"):
+        check_modality(mr_model, head_ct, "head.nii.gz")
+    with pytest.raises(DataError, match="looks like MR"):
+        check_modality(ct_model, mr, "brain.nii.gz")
+    check_modality(mr_model, mr, "brain.nii.gz")
+    check_modality(ct_model, head_ct, "head.nii.gz")
+    check_modality(ct_model, torch.arange(512.0).reshape(1, 8, 8, 8), "ct_without_air.nii.gz")

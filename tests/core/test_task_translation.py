@@ -96,3 +96,21 @@ def test_the_wgan_gp_loss_adds_the_gradient_penalty_to_the_critic(real_dir, tmp_
         step = next(e for e in api.train(config, tmp_path / str(weight)) if e.kind == "step")
         first_loss_d.append(step.losses["loss_d"])
     assert first_loss_d[1] > first_loss_d[0] + 1e-3
+
+
+def test_apply_refuses_a_volume_of_another_modality(translator, real_dir):
+    ct = read_volume(real_dir / "ct_a.nii.gz")
+    with_air = ct.tensor.clone()
+    with_air[:, :5] = -1000.0  # a slab of air outside the head
+    air = Volume(with_air, ct.affine, "ct_with_air")
+    with pytest.raises(DataError, match="looks like CT .* trained on MR"):
+        api.apply(translator, air)
+
+
+def test_partners_of_another_shape_are_named(real_dir, tmp_path):
+    gm = read_volume(real_dir / "gm_a.nii.gz")
+    smaller = write_volume(Volume(gm.tensor[:, :30].clone(), gm.affine, "t1_a"),
+                           tmp_path / "t1_a.nii.gz")
+    config = translation_config(real_dir, steps=1, targets=[str(smaller)])
+    with pytest.raises(DataError, match=r"shape \(30, 40, 40\).*not on the voxel grid"):
+        list(api.train(config, tmp_path / "c"))

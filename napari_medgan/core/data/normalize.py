@@ -91,6 +91,24 @@ def _looks_like_ct(tensor: torch.Tensor) -> bool:
     return bool(tensor.min() < 0) and bool(torch.equal(tensor, tensor.round()))
 
 
+def check_modality(norm: IntensityNormalization, tensor: torch.Tensor, source: object) -> None:
+    """Refuse a volume that plainly is not of the modality a model was trained on.
+
+    Only unambiguous evidence counts, so a correct input is never refused: air in HU
+    (0.5th percentile below -500) given to an MR model, or non-negative fractional
+    intensities (no HU at all) given to a CT model.
+    """
+    if norm.modality == "mr" and percentiles(tensor, [0.5])[0] < _AIR_HU:
+        found = "CT (air below -500 HU)"
+    elif norm.modality == "ct" and tensor.min() >= 0 and not torch.equal(tensor, tensor.round()):
+        found = "MR (no Hounsfield units: non-negative, fractional intensities)"
+    else:
+        return
+    expected = ("CT in HU" if norm.modality == "ct" else "MR") + f" ({norm.to_dict()})"
+    raise DataError(f"{source} looks like {found}, but the model was trained on {expected}; "
+                    "give a volume of that modality, or train a model for this one.")
+
+
 def fit_normalization(
     tensors: Sequence[torch.Tensor],
     modality: str = "auto",
