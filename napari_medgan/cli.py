@@ -78,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     apply.add_argument("--mask", metavar="M", help="inpainting: the region to fill")
     apply.add_argument("--overlap", type=float, default=0.5, help="patch overlap, 0 to <1")
     apply.add_argument("--batch", type=int, default=4, help="patches per forward pass")
+    apply.add_argument("--reverse", action="store_true", help="cycle: map B back to A")
     apply.add_argument("--device", default="auto")
     apply.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
@@ -283,7 +284,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
             bar.update(done - bar.n)
 
         result = api.apply(model, args.input, mask=args.mask, overlap=args.overlap,
-                           batch_size=args.batch, progress=progress)
+                           batch_size=args.batch, progress=progress, reverse=args.reverse)
     print(api.write_volume(result, out, overwrite=args.overwrite))
     return 0
 

@@ -131,11 +131,13 @@ def apply(
     batch_size: int = 4,
     progress: Callable[[int, int], None] | None = None,
     stop: Callable[[], bool] | None = None,
+    reverse: bool = False,
 ) -> Volume:
     """Run a conditional model over a whole volume of any size, by sliding window.
 
     The result has the input's exact shape and affine: intensities in the output
-    modality's units (HU for CT), label maps as integer volumes.
+    modality's units (HU for CT), label maps as integer volumes. ``reverse``: a
+    cycle model maps a volume of its B modality back to A.
     """
     model = _as_model(model)
     task = model.task
@@ -151,10 +153,13 @@ def apply(
             f"{source} has {volume.tensor.shape[0]} channel(s) but the model of {model.path} "
             f"was trained on {task.channels}; give a volume like the training volumes."
         )
+    if reverse and not task.reversible:
+        raise ConfigError(f"A {model.task_name!r} model only maps one way; drop --reverse.")
+    input_role, output_role = ("target", "image") if reverse else ("image", task.output_role)
     normalizations = {role: IntensityNormalization.from_dict(record)
                       for role, record in model.card["normalizations"].items()}
-    check_modality(normalizations["image"], volume.tensor, source)
-    inputs = {"image": normalize(normalizations["image"], volume.tensor)}
+    check_modality(normalizations[input_role], volume.tensor, source)
+    inputs = {input_role: normalize(normalizations[input_role], volume.tensor)}
     if "mask" in task.apply_inputs:
         if mask is None:
             raise DataError(f"The {model.task_name} model needs a mask of the region to fill.")
@@ -173,8 +178,8 @@ def apply(
         output = output.argmax(0, keepdim=True).to(torch.uint8 if task.num_classes <= 256
                                                    else torch.int16)
     elif task.output == "intensity":
-        norm = normalizations[task.output_role]
-        if task.output_role == "image":  # the input's modality: back into this volume's units
+        norm = normalizations[output_role]
+        if output_role == input_role:  # the input's modality: back into this volume's units
             norm = for_volume(norm, volume.tensor)
         output = denormalize(norm, output)
     if "mask" in inputs:  # outside the region, the input exactly (normalising clips intensities)

@@ -74,6 +74,20 @@ def test_cycle_translates_unpaired_t1_to_grey_matter_better_than_the_mean(cycler
         api.evaluate(ckpt, [real_dir / "t1_b.nii.gz"])
 
 
+def test_reverse_maps_b_back_to_a_in_a_units(cycler, real_dir):
+    ckpt, _ = cycler
+    gm = read_volume(real_dir / "gm_b.nii.gz")
+    back = api.apply(ckpt, gm, reverse=True)
+    assert back.tensor.shape == gm.tensor.shape
+    np.testing.assert_allclose(back.affine, gm.affine)
+    model = api.load_model(ckpt)
+    t1_norm = model.card["normalizations"]["image"]  # A: T1 units, not the GM map's 0..1
+    assert back.tensor.min() >= t1_norm["low"] - 1e-4
+    assert back.tensor.max() <= t1_norm["high"] + 1e-4
+    forward = api.apply(model, gm)  # the other generator gives another volume
+    assert not torch.allclose(back.tensor, forward.tensor)
+
+
 def test_sets_of_different_counts_and_sizes_train(real_dir, tmp_path):
     gm = read_volume(real_dir / "gm_a.nii.gz")
     cropped = Volume(gm.tensor[:, 4:28, 2:34, 10:30].clone(), gm.affine, "gm_small")

@@ -7,7 +7,7 @@ import torch
 from napari_medgan.core import api
 from napari_medgan.core.data.io import read_volume, write_volume
 from napari_medgan.core.data.volume import Volume
-from napari_medgan.core.errors import CheckpointError, DataError
+from napari_medgan.core.errors import CheckpointError, ConfigError, DataError
 
 
 def translation_config(real_dir, steps=60, **data):
@@ -66,6 +66,8 @@ def test_apply_refuses_other_tasks_and_channel_counts(translator, real_dir, tmp_
         api.load_model(translator, expect_task="segmentation")
     with pytest.raises(DataError, match="--target"):
         api.evaluate(translator, [real_dir / "t1_b.nii.gz"])
+    with pytest.raises(ConfigError, match="only maps one way"):
+        api.apply(translator, t1, reverse=True)
 
 
 def test_pairs_that_differ_in_count_or_grid_are_named(real_dir, tmp_path):

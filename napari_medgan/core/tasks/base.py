@@ -34,6 +34,7 @@ class Task:
     apply_inputs: ClassVar[tuple[str, ...]] = ("image",)  # "mask" too for inpainting
     output: ClassVar[str] = "intensity"  # "intensity" (units of output_role), "labels", "map"
     output_role: ClassVar[str] = "target"
+    reversible: ClassVar[bool] = False  # predict() also maps a "target" input back to "image"
     # What api.evaluate compares the result with: "target", "labels" or "mask" volumes.
     evaluate_truth: ClassVar[tuple[str, ...]] = ()
 

@@ -47,6 +47,7 @@ class CycleTask(Task):
     needs = TaskNeeds(target="unpaired")
     can_apply = True
     output_role = "target"  # apply gives B, in B's units
+    reversible = True  # apply(..., reverse=True) gives A from B
     preview_role = "target"
     evaluate_truth = ("target",)
 
@@ -102,9 +103,10 @@ class CycleTask(Task):
 
     @torch.no_grad()
     def predict(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """A → B with ``G_AB``."""
+        """A → B with ``G_AB``; given a ``target`` (B) input instead, B → A with ``G_BA``."""
+        net, role = ("G_BA", "target") if "target" in inputs else ("G_AB", "image")
         with self.autocast():
-            return self.nets["G_AB"](self.to_layout(inputs["image"])).float()
+            return self.nets[net](self.to_layout(inputs[role])).float()
 
     # PSNR, SSIM and MAE in B's own units, as for paired translation.
     score = TranslationTask.score
