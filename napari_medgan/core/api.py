@@ -146,6 +146,9 @@ def apply(
             f"Checkpoint {model.path} is a {model.task_name!r} model, which is not applied to "
             "volumes; use medgan synthesize."
         )
+    problem = task.unready(model.card)
+    if problem:
+        raise CheckpointError(f"Checkpoint {model.path} can't be applied yet: {problem}.")
     source = volume if not isinstance(volume, Volume) else volume.name or "the input volume"
     volume = _as_volume(volume, "input")
     if volume.tensor.shape[0] != task.channels:

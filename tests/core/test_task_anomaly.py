@@ -136,6 +136,9 @@ def test_resume_across_the_phase_boundary_repeats_the_run(tiny_config, tmp_path)
         if event.step == 2:  # phase 1 (steps 1–3)
             stop.set()
     assert read_card(tmp_path / "part")["step"] == 2
+    volume = api.read_volume(tiny_config().data.paths[0])
+    with pytest.raises(CheckpointError, match="before its encoder was trained"):
+        api.apply(tmp_path / "part", volume)
     resumed = [e for e in api.train(config(6), tmp_path / "part", resume=tmp_path / "part")
                if e.kind == "step"]
     assert [e.step for e in resumed] == [3, 4, 5, 6]

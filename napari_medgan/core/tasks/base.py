@@ -82,6 +82,10 @@ class Task:
         """Inference on one batch of normalised input patches (named as ``apply_inputs``)."""
         raise NotImplementedError
 
+    def unready(self, card: dict[str, Any]) -> str | None:
+        """Why a checkpoint with this card can't be applied yet (None: it can)."""
+        return None
+
     def finish(self, output: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The blended whole-volume output → the result (still normalised); default: as is."""
         return output
