@@ -76,7 +76,6 @@ class AnomalyTask(SynthesisTask):
         # run asks for more steps (which would move this boundary).
         self.gan_steps = gan_steps(t.steps, t.encoder_fraction)
         self.encoder_from: int | None = None
-        self.preview_input: torch.Tensor | None = None
 
     # --- training -------------------------------------------------------------------------
 
@@ -94,8 +93,7 @@ class AnomalyTask(SynthesisTask):
 
         def first_patch_kept() -> dict[str, torch.Tensor]:
             batch = next_batch()
-            if self.preview_input is None:
-                self.preview_input = batch["image"][:1].clone()
+            self.keep_for_preview(image=batch["image"])
             return batch
 
         return first_patch_kept
@@ -192,12 +190,7 @@ class AnomalyTask(SynthesisTask):
     def preview(self) -> torch.Tensor:
         if self.encoder_from is None or self.preview_input is None:
             return super().preview()
-        E = self.nets["E"]
-        was_training = E.training
-        E.eval()
-        patch = self.predict({"image": self.preview_input})[0]
-        E.train(was_training)
-        return patch
+        return self.predict_preview("E")
 
 
 def gan_steps(steps: int, encoder_fraction: float) -> int:

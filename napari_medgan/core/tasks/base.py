@@ -46,6 +46,7 @@ class Task:
         self.num_classes = num_classes
         self.nets: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.preview_input: dict[str, torch.Tensor] | None = None  # see keep_for_preview
         self.rng = torch.Generator(device=device)
         self.rng.manual_seed(config.train.seed)
         on_cuda = device.type == "cuda"
@@ -93,6 +94,22 @@ class Task:
     def score(self, result: Volume, truth: dict[str, Volume]) -> dict[str, float]:
         """Metrics of one applied volume against its ``evaluate_truth`` (and ``input``)."""
         raise NotImplementedError
+
+    def keep_for_preview(self, **patches: torch.Tensor) -> None:
+        """Keep the first step's first patches, so previews follow one input through training."""
+        if self.preview_input is None:
+            self.preview_input = {role: patch[:1].clone() for role, patch in patches.items()}
+
+    @torch.no_grad()
+    def predict_preview(self, net: str) -> torch.Tensor:
+        """``predict`` on the kept patches with ``net`` in eval mode: ``(C, p, p, p)``."""
+        module = self.nets[net]
+        was_training = module.training
+        module.eval()
+        try:
+            return self.predict(self.preview_input)[0]
+        finally:
+            module.train(was_training)
 
     def preview(self) -> torch.Tensor:
         """A ``(C, p, p, p)`` normalised volume that shows how training is going."""

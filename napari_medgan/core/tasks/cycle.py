@@ -64,13 +64,11 @@ class CycleTask(Task):
         lr_g, lr_d = config.train.lr_g, config.train.lr_d
         self.optimizers = {name: adam(self, name, lr_g if name.startswith("G") else lr_d)
                            for name in self.nets}
-        self.preview_input: torch.Tensor | None = None
 
     def train_step(self, next_batch: NextBatch, step: int) -> dict[str, torch.Tensor]:
         batch = next_batch()
         a, b = self.to_layout(batch["image"]), self.to_layout(batch["target"])
-        if self.preview_input is None:
-            self.preview_input = a[:1].clone()
+        self.keep_for_preview(image=a)
         G_AB, G_BA = self.nets["G_AB"], self.nets["G_BA"]
         train = self.config.train
         with self.autocast():
@@ -111,13 +109,8 @@ class CycleTask(Task):
     # PSNR, SSIM and MAE in B's own units, as for paired translation.
     score = TranslationTask.score
 
-    @torch.no_grad()
     def preview(self) -> torch.Tensor:
-        G = self.nets["G_AB"]
-        G.eval()
-        patch = self.predict({"image": self.preview_input})[0]
-        G.train()
-        return patch
+        return self.predict_preview("G_AB")
 
 
 TASK = CycleTask

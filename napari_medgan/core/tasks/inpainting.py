@@ -49,7 +49,6 @@ class InpaintingTask(Task):
         self.finish_setup()
         self.optimizers = {"G": adam(self, "G", config.train.lr_g),
                            "D": adam(self, "D", config.train.lr_d)}
-        self.preview_input: dict[str, torch.Tensor] | None = None
 
     def random_holes(self, batch: int, size: int) -> torch.Tensor:
         """``(batch, 1, size, size, size)`` 0/1 masks: 1 to ``MAX_BOXES`` random boxes each."""
@@ -87,8 +86,7 @@ class InpaintingTask(Task):
         if mask is None:
             mask = self.random_holes(real.shape[0], real.shape[-1])
         mask = self.to_layout((mask > 0).to(real.dtype))
-        if self.preview_input is None:
-            self.preview_input = {"image": real[:1].clone(), "mask": mask[:1].clone()}
+        self.keep_for_preview(image=real, mask=mask)
         composite, fill = self.complete(real, mask)
         loss_d = critic_step(self, "D", torch.cat([real, mask], 1),
                              torch.cat([composite, mask], 1))
@@ -130,11 +128,7 @@ class InpaintingTask(Task):
 
     @torch.no_grad()
     def preview(self) -> torch.Tensor:
-        G = self.nets["G"]
-        G.eval()
-        patch = self.predict(self.preview_input)[0]
-        G.train()
-        return patch
+        return self.predict_preview("G")
 
 
 TASK = InpaintingTask

@@ -62,7 +62,6 @@ class SegmentationTask(Task):
         self.finish_setup()
         self.optimizers = {"S": adam(self, "S", config.train.lr_g),
                            "D": adam(self, "D", config.train.lr_d)}
-        self.preview_input: torch.Tensor | None = None
 
     def _onehot(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, 1, ...)`` float labels → class indices ``(B, ...)`` and one-hot ``(B, K, ...)``."""
@@ -74,8 +73,7 @@ class SegmentationTask(Task):
         batch = next_batch()
         image = self.to_layout(batch["image"])
         classes, onehot = self._onehot(batch["labels"])
-        if self.preview_input is None:
-            self.preview_input = image[:1].clone()
+        self.keep_for_preview(image=image)
         with self.autocast():
             logits = self.nets["S"](image)
         logits = logits.float()
@@ -142,11 +140,7 @@ class SegmentationTask(Task):
     @torch.no_grad()
     def preview(self) -> torch.Tensor:
         """The argmax label patch ``(1, p, p, p)`` of the input patch kept at the first step."""
-        S = self.nets["S"]
-        S.eval()
-        probs = self.predict({"image": self.preview_input})[0]
-        S.train()
-        return probs.argmax(0, keepdim=True).float()
+        return self.predict_preview("S").argmax(0, keepdim=True).float()
 
 
 TASK = SegmentationTask

@@ -28,13 +28,11 @@ class TranslationTask(Task):
         self.finish_setup()
         self.optimizers = {"G": adam(self, "G", config.train.lr_g),
                            "D": adam(self, "D", config.train.lr_d)}
-        self.preview_input: torch.Tensor | None = None
 
     def train_step(self, next_batch: NextBatch, step: int) -> dict[str, torch.Tensor]:
         batch = next_batch()
         a, b = self.to_layout(batch["image"]), self.to_layout(batch["target"])
-        if self.preview_input is None:
-            self.preview_input = a[:1].clone()
+        self.keep_for_preview(image=a)
         G = self.nets["G"]
         with self.autocast():
             fake = G(a)
@@ -57,13 +55,8 @@ class TranslationTask(Task):
         data_range = float(target.max() - target.min()) or 1.0
         return image_similarity(result.tensor, target, data_range=data_range)
 
-    @torch.no_grad()
     def preview(self) -> torch.Tensor:
-        G = self.nets["G"]
-        G.eval()
-        patch = self.predict({"image": self.preview_input})[0]
-        G.train()
-        return patch
+        return self.predict_preview("G")
 
 
 TASK = TranslationTask
