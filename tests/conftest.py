@@ -16,7 +16,7 @@ def _crop(name: str, start: tuple[int, int, int], size: int, label: str) -> Volu
     (i, j, k), s = start, size
     affine = volume.affine.copy()
     affine[:3, 3] += affine[:3, :3] @ [i, j, k]  # the crop keeps its place in the world
-    return Volume(volume.tensor[:, i:i + s, j:j + s, k:k + s].clone(), affine, label)
+    return Volume(volume.tensor[:, i : i + s, j : j + s, k : k + s].clone(), affine, label)
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +62,30 @@ def tiny_config(real_dir):
         config.train.checkpoint_every = 2
         for key, value in train.items():
             setattr(config.train, key, value)
+        return config
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def conditional_config(real_dir):
+    """A tiny U-Net / PatchGAN config for a conditional task on t1_a: trains in seconds."""
+
+    def make(task: str, steps: int, *, batch: int = 4, **data) -> Config:
+        """``data``: DataConfig fields; file names without a folder are crops in real_dir."""
+        config = Config()
+        config.task = task
+        config.data.paths = [str(real_dir / "t1_a.nii.gz")]
+        for key, value in data.items():
+            if key in ("paths", "targets", "labels", "masks"):
+                value = [str(real_dir / v) for v in value]  # an absolute path stays as it is
+            setattr(config.data, key, value)
+        config.model.patch_size = 16
+        config.model.unet_channels = (8, 16, 32)
+        config.model.patchgan_channels = 8
+        config.train.steps, config.train.batch_size, config.train.device = steps, batch, "cpu"
+        config.train.lr_g = config.train.lr_d = 1e-3
+        config.train.checkpoint_every = config.train.preview_every = 1000
         return config
 
     return make

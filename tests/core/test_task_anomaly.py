@@ -63,8 +63,9 @@ def plant_holes(real_dir, out):
     lesioned = t1.tensor.clone().float()
     lesioned[0][mask] = torch.quantile(t1.tensor.float().flatten(), 0.01)
     image = write_volume(Volume(lesioned, t1.affine, "t1_b_lesioned"), out / "t1_b_lesion.nii.gz")
-    truth = write_volume(Volume(mask[None].to(torch.uint8), t1.affine, "lesion"),
-                         out / "t1_b_lesion_mask.nii.gz")
+    truth = write_volume(
+        Volume(mask[None].to(torch.uint8), t1.affine, "lesion"), out / "t1_b_lesion_mask.nii.gz"
+    )
     return image, truth
 
 
@@ -125,8 +126,14 @@ def test_an_anomaly_model_does_not_synthesize(trained):
 
 def test_resume_across_the_phase_boundary_repeats_the_run(tiny_config, tmp_path):
     def config(steps, encoder_fraction=0.5):
-        c = tiny_config(steps=steps, checkpoint_every=100, preview_every=100, loss="wgan-gp",
-                        n_critic=2, encoder_fraction=encoder_fraction)
+        c = tiny_config(
+            steps=steps,
+            checkpoint_every=100,
+            preview_every=100,
+            loss="wgan-gp",
+            n_critic=2,
+            encoder_fraction=encoder_fraction,
+        )
         c.task = "anomaly"
         return c
 
@@ -139,8 +146,11 @@ def test_resume_across_the_phase_boundary_repeats_the_run(tiny_config, tmp_path)
     volume = api.read_volume(tiny_config().data.paths[0])
     with pytest.raises(CheckpointError, match="before its encoder was trained"):
         api.apply(tmp_path / "part", volume)
-    resumed = [e for e in api.train(config(6), tmp_path / "part", resume=tmp_path / "part")
-               if e.kind == "step"]
+    resumed = [
+        e
+        for e in api.train(config(6), tmp_path / "part", resume=tmp_path / "part")
+        if e.kind == "step"
+    ]
     assert [e.step for e in resumed] == [3, 4, 5, 6]
     assert set(resumed[0].losses) == GAN_KEYS
     assert all(set(e.losses) == ENCODER_KEYS for e in resumed[1:])
@@ -149,8 +159,13 @@ def test_resume_across_the_phase_boundary_repeats_the_run(tiny_config, tmp_path)
     assert all(torch.equal(a[k], b[k]) for k in a)
     # asking for more steps later moves the boundary (to 7 of 8 here), but the encoder
     # phase, once begun, goes on
-    more = [e for e in api.train(config(8, encoder_fraction=0.1), tmp_path / "part",
-                                 resume=tmp_path / "part") if e.kind == "step"]
+    more = [
+        e
+        for e in api.train(
+            config(8, encoder_fraction=0.1), tmp_path / "part", resume=tmp_path / "part"
+        )
+        if e.kind == "step"
+    ]
     assert gan_steps(8, 0.1) == 7
     assert [set(e.losses) for e in more] == [ENCODER_KEYS, ENCODER_KEYS]
 

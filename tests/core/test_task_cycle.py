@@ -21,30 +21,20 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def cycle_config(real_dir, steps=120, targets=("gm_a.nii.gz",), **train):
-    config = api.Config()
-    config.task = "cycle"
-    config.data.paths = [str(real_dir / "t1_a.nii.gz")]
-    config.data.targets = [str(real_dir / t) for t in targets]
-    config.data.target_modality = "mr"
-    config.model.patch_size = 16
-    config.model.unet_channels = (8, 16, 32)
-    config.model.patchgan_channels = 8
-    config.train.steps, config.train.batch_size, config.train.device = steps, 2, "cpu"
-    config.train.lr_g = config.train.lr_d = 1e-3
+def cycle_config(make, steps=120, targets=("gm_a.nii.gz",), **train):
+    config = make("cycle", steps, batch=2, targets=list(targets), target_modality="mr")
     config.train.loss = "lsgan"  # CycleGAN's loss
     # A T1 value and a grey-matter probability don't share units: no identity term.
     config.train.identity_weight = 0.0
-    config.train.checkpoint_every = config.train.preview_every = 1000
     for key, value in train.items():
         setattr(config.train, key, value)
     return config
 
 
 @pytest.fixture(scope="module")
-def cycler(real_dir, tmp_path_factory):
+def cycler(conditional_config, real_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("cycle") / "ckpt"
-    events = list(api.train(cycle_config(real_dir), out))
+    events = list(api.train(cycle_config(conditional_config), out))
     assert events[-1].kind == "done"
     return out, events
 
@@ -88,31 +78,38 @@ def test_reverse_maps_b_back_to_a_in_a_units(cycler, real_dir):
     assert not torch.allclose(back.tensor, forward.tensor)
 
 
-def test_sets_of_different_counts_and_sizes_train(real_dir, tmp_path):
+def test_sets_of_different_counts_and_sizes_train(conditional_config, real_dir, tmp_path):
     gm = read_volume(real_dir / "gm_a.nii.gz")
     cropped = Volume(gm.tensor[:, 4:28, 2:34, 10:30].clone(), gm.affine, "gm_small")
     write_volume(cropped, tmp_path / "gm_small.nii.gz")
-    config = cycle_config(real_dir, steps=2, targets=("gm_a.nii.gz",),
-                          loss="nonsaturating", identity_weight=5.0)
+    config = cycle_config(
+        conditional_config,
+        steps=2,
+        targets=("gm_a.nii.gz",),
+        loss="nonsaturating",
+        identity_weight=5.0,
+    )
     config.data.targets.append(str(tmp_path / "gm_small.nii.gz"))
     events = list(api.train(config, tmp_path / "ckpt"))
     assert events[-1].kind == "done"
     steps = [e for e in events if e.kind == "step"]
-    assert all(set(e.losses) == {"loss_g", "loss_d_a", "loss_d_b", "cycle", "identity"}
-               for e in steps)
+    assert all(
+        set(e.losses) == {"loss_g", "loss_d_a", "loss_d_b", "cycle", "identity"} for e in steps
+    )
     assert all(np.isfinite(v) for e in steps for v in e.losses.values())
     card = read_card(tmp_path / "ckpt")
     assert len(card["data"]["files"]) == 1 and len(card["data"]["target_files"]) == 2
     assert set(card["nets"]) == {"G_AB", "G_BA", "D_A", "D_B"}
     assert set(card["normalizations"]) == {"image", "target"}
-    small = Volume(read_volume(real_dir / "t1_b.nii.gz").tensor[:, :9, :20, :5].clone(),
-                   gm.affine, "small")
+    small = Volume(
+        read_volume(real_dir / "t1_b.nii.gz").tensor[:, :9, :20, :5].clone(), gm.affine, "small"
+    )
     assert api.apply(tmp_path / "ckpt", small, overlap=0.25).tensor.shape == (1, 9, 20, 5)
 
 
-def test_a_resumed_run_repeats_the_uninterrupted_one(real_dir, tmp_path):
+def test_a_resumed_run_repeats_the_uninterrupted_one(conditional_config, real_dir, tmp_path):
     def run(steps, out, **kwargs):
-        events = api.train(cycle_config(real_dir, steps=steps), out, **kwargs)
+        events = api.train(cycle_config(conditional_config, steps=steps), out, **kwargs)
         return [e.losses for e in events if e.kind == "step"]
 
     whole = run(4, tmp_path / "whole")
@@ -120,7 +117,7 @@ def test_a_resumed_run_repeats_the_uninterrupted_one(real_dir, tmp_path):
     assert run(4, tmp_path / "part", resume=tmp_path / "part") == whole[2:]
 
 
-def test_the_target_set_is_required(real_dir, tmp_path):
-    config = cycle_config(real_dir, steps=1, targets=())
+def test_the_target_set_is_required(conditional_config, real_dir, tmp_path):
+    config = cycle_config(conditional_config, steps=1, targets=())
     with pytest.raises(DataError, match="--target"):
         list(api.train(config, tmp_path / "ckpt"))

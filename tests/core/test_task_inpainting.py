@@ -14,18 +14,9 @@ from napari_medgan.core.tasks.inpainting import InpaintingTask
 HOLE = (slice(14, 26),) * 3  # a 12³ box in the middle of the 40³ crops
 
 
-def inpainting_config(real_dir, steps: int, **data) -> api.Config:
-    config = api.Config()
-    config.task = "inpainting"
-    config.data.paths = [str(real_dir / "t1_a.nii.gz")]
-    for key, value in data.items():
-        setattr(config.data, key, value)
-    config.model.patch_size = 16
-    config.model.unet_channels = (8, 16, 32)
-    config.model.patchgan_channels = 8
-    config.train.steps, config.train.batch_size, config.train.device = steps, 4, "cpu"
-    config.train.lr_g = config.train.lr_d = 1e-3
-    config.train.preview_every, config.train.checkpoint_every = 10, 1000
+def inpainting_config(make, steps: int, **data) -> api.Config:
+    config = make("inpainting", steps, **data)
+    config.train.preview_every = 10
     return config
 
 
@@ -37,13 +28,18 @@ def write_mask(volume: api.Volume, path, region=HOLE) -> str:
 
 
 @pytest.fixture(scope="module")
-def trained(real_dir, tmp_path_factory):
+def trained(conditional_config, real_dir, tmp_path_factory):
     """One tiny inpainter trained on t1_a with random box holes, and a hole mask for t1_b."""
     out = tmp_path_factory.mktemp("inpainting")
-    events = list(api.train(inpainting_config(real_dir, steps=30), out / "ckpt"))
+    events = list(api.train(inpainting_config(conditional_config, steps=30), out / "ckpt"))
     held_out = api.read_volume(real_dir / "t1_b.nii.gz")
-    return {"ckpt": out / "ckpt", "events": events, "volume": held_out,
-            "file": real_dir / "t1_b.nii.gz", "hole": write_mask(held_out, out / "hole_b.nii")}
+    return {
+        "ckpt": out / "ckpt",
+        "events": events,
+        "volume": held_out,
+        "file": real_dir / "t1_b.nii.gz",
+        "hole": write_mask(held_out, out / "hole_b.nii"),
+    }
 
 
 def test_training_on_random_holes_reports_the_hole_loss_and_previews(trained):
@@ -76,8 +72,7 @@ def test_a_held_out_hole_is_filled_better_than_the_mean_and_the_rest_is_untouche
     print(f"MAE in the hole: model {mae:.4f}, mean fill {baseline:.4f}")
     assert mae < 0.85 * baseline
 
-    report = api.evaluate(trained["ckpt"], [trained["file"]], mask=[trained["hole"]],
-                          batch_size=8)
+    report = api.evaluate(trained["ckpt"], [trained["file"]], mask=[trained["hole"]], batch_size=8)
     print("evaluate:", report["mean"])
     assert report["task"] == "inpainting" and report["n_volumes"] == 1
     assert set(report["mean"]) == {"psnr_hole", "ssim_hole", "mae_hole"}
@@ -93,8 +88,9 @@ def test_a_fill_comes_back_in_the_units_of_the_input_volume(trained):
     hole[HOLE] = True
     plain = api.apply(trained["ckpt"], volume, mask=trained["hole"], batch_size=8)
     scaled = api.apply(trained["ckpt"], brighter, mask=trained["hole"], batch_size=8)
-    torch.testing.assert_close(scaled.tensor[:, hole], 3 * plain.tensor[:, hole],
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        scaled.tensor[:, hole], 3 * plain.tensor[:, hole], rtol=1e-4, atol=1e-4
+    )
 
 
 def test_bad_hole_masks_are_refused_with_a_reason(trained, tmp_path):
@@ -114,18 +110,21 @@ def test_bad_hole_masks_are_refused_with_a_reason(trained, tmp_path):
         api.apply(model, file, mask=small)
     shifted_affine = volume.affine.copy()
     shifted_affine[:3, 3] += 5.0
-    shifted = write_mask(api.Volume(volume.tensor, shifted_affine, "shifted"),
-                         tmp_path / "shifted.nii.gz")
+    shifted = write_mask(
+        api.Volume(volume.tensor, shifted_affine, "shifted"), tmp_path / "shifted.nii.gz"
+    )
     with pytest.raises(DataError, match="not on the voxel grid"):
         api.apply(model, file, mask=shifted)
     with pytest.raises(DataError, match="needs the true mask"):
         api.evaluate(model, [file])
 
 
-def test_hole_mask_files_given_for_training_are_used(real_dir, tmp_path):
+def test_hole_mask_files_given_for_training_are_used(conditional_config, real_dir, tmp_path):
     training = api.read_volume(real_dir / "t1_a.nii.gz")
     masks = [write_mask(training, tmp_path / "t1_a_hole.nii.gz")]
-    events = list(api.train(inpainting_config(real_dir, steps=3, masks=masks), tmp_path / "ck"))
+    events = list(
+        api.train(inpainting_config(conditional_config, steps=3, masks=masks), tmp_path / "ck")
+    )
     assert events[-1].kind == "done"
     steps = [e for e in events if e.kind == "step"]
     assert all(np.isfinite(list(e.losses.values())).all() for e in steps)
@@ -134,11 +133,15 @@ def test_hole_mask_files_given_for_training_are_used(real_dir, tmp_path):
 
     empty = [write_mask(training, tmp_path / "t1_a_empty.nii.gz", region=(slice(0, 0),) * 3)]
     with pytest.raises(DataError, match="is empty"):
-        list(api.train(inpainting_config(real_dir, steps=1, masks=empty), tmp_path / "bad"))
+        list(
+            api.train(inpainting_config(conditional_config, steps=1, masks=empty), tmp_path / "bad")
+        )
 
 
-def test_random_holes_come_from_the_task_generator_and_are_boxes_of_the_set_size(real_dir):
-    config = inpainting_config(real_dir, steps=1)
+def test_random_holes_come_from_the_task_generator_and_are_boxes_of_the_set_size(
+    conditional_config, real_dir
+):
+    config = inpainting_config(conditional_config, steps=1)
     tasks = [InpaintingTask(config, torch.device("cpu")) for _ in range(2)]
     torch.manual_seed(123)
     global_state = torch.random.get_rng_state()

@@ -15,26 +15,14 @@ from napari_medgan.core.metrics import dice_per_label
 MARGIN = 0.15  # mean Dice over labels 1..2 the model must gain over the best constant guess
 
 
-def segmentation_config(real_dir, labels="labels_a.nii.gz", steps=40):
-    config = api.Config()
-    config.task = "segmentation"
-    config.data.paths = [str(real_dir / "t1_a.nii.gz")]
-    config.data.labels = [str(real_dir / labels)]
-    config.model.patch_size = 16
-    config.model.unet_channels = (8, 16, 32)
-    config.model.patchgan_channels = 8
-    config.train.steps, config.train.batch_size, config.train.device = steps, 4, "cpu"
-    config.train.lr_g = config.train.lr_d = 1e-3
-    # The critic tells one-hot from softmax at once; at the shared default (1.0, set for
-    # pix2pix, where L1 is weighted 100) its term outweighs Dice + CE and slows learning.
-    config.train.checkpoint_every = config.train.preview_every = 1000
-    return config
+def segmentation_config(make, labels="labels_a.nii.gz", steps=40):
+    return make("segmentation", steps, labels=[labels])
 
 
 @pytest.fixture(scope="module")
-def segmenter(real_dir, tmp_path_factory):
+def segmenter(conditional_config, real_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("segmentation") / "ckpt"
-    events = list(api.train(segmentation_config(real_dir), out))
+    events = list(api.train(segmentation_config(conditional_config), out))
     assert events[-1].kind == "done"
     return out, events
 
@@ -76,9 +64,11 @@ def test_segmentation_beats_the_constant_baselines_on_a_held_out_volume(segmente
     for name, label in (("background", 0), ("majority", majority)):
         scores = dice_per_label(torch.full_like(truth, label), truth, [1, 2])
         baselines[name] = (scores[1] + scores[2]) / 2
-    print(f"mean Dice: model {mean['dice_mean']:.3f}, all-background "
-          f"{baselines['background']:.3f}, majority (label {majority}) "
-          f"{baselines['majority']:.3f}; HD95 {mean['hd95_1']:.2f}, {mean['hd95_2']:.2f} mm")
+    print(
+        f"mean Dice: model {mean['dice_mean']:.3f}, all-background "
+        f"{baselines['background']:.3f}, majority (label {majority}) "
+        f"{baselines['majority']:.3f}; HD95 {mean['hd95_1']:.2f}, {mean['hd95_2']:.2f} mm"
+    )
     assert baselines["background"] == 0.0
     assert mean["dice_mean"] > max(baselines.values()) + MARGIN
     assert 0 <= mean["hd95_1"] < 10 and 0 <= mean["hd95_2"] < 10  # mm, on a 40 mm crop
@@ -99,32 +89,41 @@ def test_evaluation_refuses_labels_the_model_does_not_know(segmenter, real_dir, 
         api.evaluate(out, [real_dir / "t1_b.nii.gz"], labels=[tmp_path / "halves.nii.gz"])
 
 
-def test_training_refuses_non_integer_and_empty_label_maps(real_dir, tmp_path):
+def test_training_refuses_non_integer_and_empty_label_maps(conditional_config, real_dir, tmp_path):
     labels = read_volume(real_dir / "labels_a.nii.gz")
     gm = read_volume(real_dir / "gm_a.nii.gz")  # a probability map given as labels
     write_volume(gm, tmp_path / "probabilities.nii.gz")
-    config = segmentation_config(real_dir, steps=1)
+    config = segmentation_config(conditional_config, steps=1)
     config.data.labels = [str(tmp_path / "probabilities.nii.gz")]
     with pytest.raises(DataError, match=r"probabilities\.nii\.gz holds non-integer values"):
         list(api.train(config, tmp_path / "c"))
-    write_volume(Volume(torch.zeros_like(labels.tensor).to(torch.uint8), labels.affine, "empty"),
-                 tmp_path / "empty.nii.gz")
+    write_volume(
+        Volume(torch.zeros_like(labels.tensor).to(torch.uint8), labels.affine, "empty"),
+        tmp_path / "empty.nii.gz",
+    )
     config.data.labels = [str(tmp_path / "empty.nii.gz")]
     with pytest.raises(DataError, match=r"empty\.nii\.gz is empty"):
         list(api.train(config, tmp_path / "c"))
     assert not (tmp_path / "c").exists()
 
 
-def test_resuming_keeps_the_classes_and_refuses_label_maps_with_more(real_dir, tmp_path):
-    list(api.train(segmentation_config(real_dir, steps=1), tmp_path / "ckpt"))
-    resumed = list(api.train(segmentation_config(real_dir, steps=2), tmp_path / "ckpt",
-                             resume=tmp_path / "ckpt"))
+def test_resuming_keeps_the_classes_and_refuses_label_maps_with_more(
+    conditional_config, real_dir, tmp_path
+):
+    list(api.train(segmentation_config(conditional_config, steps=1), tmp_path / "ckpt"))
+    resumed = list(
+        api.train(
+            segmentation_config(conditional_config, steps=2),
+            tmp_path / "ckpt",
+            resume=tmp_path / "ckpt",
+        )
+    )
     assert [e.step for e in resumed if e.kind == "step"] == [2]
     labels = read_volume(real_dir / "labels_a.nii.gz")
     extra = labels.tensor.clone()
     extra[0, :5, :5, :5] = 3
     write_volume(Volume(extra.to(torch.uint8), labels.affine, "four"), tmp_path / "four.nii.gz")
-    config = segmentation_config(real_dir, steps=3)
+    config = segmentation_config(conditional_config, steps=3)
     config.data.labels = [str(tmp_path / "four.nii.gz")]
     with pytest.raises(ConfigError, match="segments 3 classes but these label maps hold 4"):
         list(api.train(config, tmp_path / "ckpt", resume=tmp_path / "ckpt"))

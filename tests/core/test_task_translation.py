@@ -10,27 +10,15 @@ from napari_medgan.core.data.volume import Volume
 from napari_medgan.core.errors import CheckpointError, ConfigError, DataError
 
 
-def translation_config(real_dir, steps=60, **data):
-    config = api.Config()
-    config.task = "translation"
-    config.data.paths = [str(real_dir / "t1_a.nii.gz")]
-    config.data.targets = [str(real_dir / "gm_a.nii.gz")]
-    config.data.target_modality = "mr"
-    for key, value in data.items():
-        setattr(config.data, key, value)
-    config.model.patch_size = 16
-    config.model.unet_channels = (8, 16, 32)
-    config.model.patchgan_channels = 8
-    config.train.steps, config.train.batch_size, config.train.device = steps, 4, "cpu"
-    config.train.lr_g = config.train.lr_d = 1e-3
-    config.train.checkpoint_every = config.train.preview_every = 1000
-    return config
+def translation_config(make, steps=60, **data):
+    pair = {"targets": ["gm_a.nii.gz"], "target_modality": "mr"}
+    return make("translation", steps, **{**pair, **data})
 
 
 @pytest.fixture(scope="module")
-def translator(real_dir, tmp_path_factory):
+def translator(conditional_config, real_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("translation") / "ckpt"
-    events = list(api.train(translation_config(real_dir), out))
+    events = list(api.train(translation_config(conditional_config), out))
     assert events[-1].kind == "done"
     return out
 
@@ -44,8 +32,7 @@ def test_translation_learns_the_target_better_than_the_mean(translator, real_dir
     model_mae = (result.tensor - truth).abs().mean()
     mean_mae = (truth - read_volume(real_dir / "gm_a.nii.gz").tensor.mean()).abs().mean()
     assert model_mae < 0.8 * mean_mae
-    report = api.evaluate(translator, [real_dir / "t1_b.nii.gz"],
-                          target=[real_dir / "gm_b.nii.gz"])
+    report = api.evaluate(translator, [real_dir / "t1_b.nii.gz"], target=[real_dir / "gm_b.nii.gz"])
     assert report["task"] == "translation" and report["n_volumes"] == 1
     assert report["mean"]["mae"] == pytest.approx(float(model_mae), rel=1e-4)
     assert report["mean"]["psnr"] > 0 and 0 < report["mean"]["ssim"] <= 1
@@ -70,19 +57,24 @@ def test_apply_refuses_other_tasks_and_channel_counts(translator, real_dir, tmp_
         api.apply(translator, t1, reverse=True)
 
 
-def test_pairs_that_differ_in_count_or_grid_are_named(real_dir, tmp_path):
-    config = translation_config(real_dir, steps=1,
-                                targets=[str(real_dir / "gm_a.nii.gz"),
-                                         str(real_dir / "gm_b.nii.gz")])
+def test_pairs_that_differ_in_count_or_grid_are_named(conditional_config, real_dir, tmp_path):
+    config = translation_config(
+        conditional_config,
+        steps=1,
+        targets=[str(real_dir / "gm_a.nii.gz"), str(real_dir / "gm_b.nii.gz")],
+    )
     with pytest.raises(DataError, match="1 volume.* but 2 target"):
         list(api.train(config, tmp_path / "c"))
     gm = read_volume(real_dir / "gm_a.nii.gz")
     shifted = gm.affine.copy()
     shifted[:3, 3] += 5.0
     moved = write_volume(Volume(gm.tensor, shifted, "moved"), tmp_path / "t1_a.nii.gz")
-    config = translation_config(real_dir, steps=1, targets=[str(moved)])
-    with pytest.raises(DataError, match=r"target .*t1_a.nii.gz .*not on the voxel grid of "
-                       r".*t1_a.nii.gz.*--resample-pairs"):
+    config = translation_config(conditional_config, steps=1, targets=[str(moved)])
+    with pytest.raises(
+        DataError,
+        match=r"target .*t1_a.nii.gz .*not on the voxel grid of "
+        r".*t1_a.nii.gz.*--resample-pairs",
+    ):
         list(api.train(config, tmp_path / "c"))
     config.data.resample_pairs = True  # the explicit option: resample onto the volume's grid
     with pytest.warns(UserWarning, match="resampled onto the grid"):
@@ -90,10 +82,12 @@ def test_pairs_that_differ_in_count_or_grid_are_named(real_dir, tmp_path):
     assert events[-1].kind == "done"
 
 
-def test_the_wgan_gp_loss_adds_the_gradient_penalty_to_the_critic(real_dir, tmp_path):
+def test_the_wgan_gp_loss_adds_the_gradient_penalty_to_the_critic(
+    conditional_config, real_dir, tmp_path
+):
     first_loss_d = []
     for weight in (0.0, 10.0):  # same seed, same first batch: only the penalty differs
-        config = translation_config(real_dir, steps=1)
+        config = translation_config(conditional_config, steps=1)
         config.train.loss, config.train.gp_weight = "wgan-gp", weight
         step = next(e for e in api.train(config, tmp_path / str(weight)) if e.kind == "step")
         first_loss_d.append(step.losses["loss_d"])
@@ -109,10 +103,11 @@ def test_apply_refuses_a_volume_of_another_modality(translator, real_dir):
         api.apply(translator, air)
 
 
-def test_partners_of_another_shape_are_named(real_dir, tmp_path):
+def test_partners_of_another_shape_are_named(conditional_config, real_dir, tmp_path):
     gm = read_volume(real_dir / "gm_a.nii.gz")
-    smaller = write_volume(Volume(gm.tensor[:, :30].clone(), gm.affine, "t1_a"),
-                           tmp_path / "t1_a.nii.gz")
-    config = translation_config(real_dir, steps=1, targets=[str(smaller)])
+    smaller = write_volume(
+        Volume(gm.tensor[:, :30].clone(), gm.affine, "t1_a"), tmp_path / "t1_a.nii.gz"
+    )
+    config = translation_config(conditional_config, steps=1, targets=[str(smaller)])
     with pytest.raises(DataError, match=r"shape \(30, 40, 40\).*not on the voxel grid"):
         list(api.train(config, tmp_path / "c"))
