@@ -30,6 +30,7 @@ class DataConfig:
     masks: list[str] = field(default_factory=list)  # sampling region, or holes (inpainting)
     targets: list[str] = field(default_factory=list)  # paired (translation) or a set (cycle)
     labels: list[str] = field(default_factory=list)  # label maps (segmentation)
+    label_share: float = 0.5  # share of patches centred on labelled voxels; the rest anywhere
     resample_pairs: bool = False  # bring partners on another grid onto their volume's grid
     modality: str = "auto"  # "ct" (HU window), "mr" (percentiles) or "auto" (guess per data set)
     target_modality: str = "auto"  # the same, for the targets
@@ -127,6 +128,8 @@ class Config:
                 "The wgan-gp loss can't be used with model.d_norm: batch (batch statistics "
                 "break the gradient penalty); use d_norm: none or auto."
             )
+        if not 0.0 < self.data.label_share <= 1.0:
+            raise ConfigError(f"data.label_share must be in (0, 1], got {self.data.label_share}.")
         lo, hi = self.data.ct_window
         if not lo < hi:
             raise ConfigError(

@@ -43,9 +43,10 @@ def _masks() -> list[torch.Tensor]:
     return masks
 
 
-def _make(kind: str, seed: int = 0, masks: list[torch.Tensor] | None = None) -> PatchSampler:
+def _make(kind: str, seed: int = 0, masks: list[torch.Tensor] | None = None,
+          mask_share: float = 1.0) -> PatchSampler:
     return make_patch_sampler(kind, _volumes(), P, BATCH, affines=[np.eye(4)] * len(SHAPES),
-                              device="cpu", seed=seed, masks=masks)
+                              device="cpu", seed=seed, masks=masks, mask_share=mask_share)
 
 
 def _decode(sampler: PatchSampler) -> tuple[np.ndarray, np.ndarray]:
@@ -120,6 +121,22 @@ def test_samplers_draw_corners_from_the_same_distribution(uniform_draws):
                 se = np.sqrt((m**2 - 1) / 12 / len(x))
                 assert abs(x.mean() - (m - 1) / 2) < 4 * se
                 assert abs(x.var() / ((m**2 - 1) / 12) - 1) < 0.15
+
+
+@pytest.mark.parametrize("kind", ["device", "queue"])
+def test_a_mask_share_centres_that_share_of_patches_in_the_mask(kind):
+    masks = _masks()
+    sources, corners = _decode(_make(kind, masks=masks, mask_share=0.5))
+    centres = corners + P // 2
+    inside = np.array([bool(masks[n][0][tuple(c)]) for n, c in zip(sources, centres, strict=True)])
+    # device: the other half is uniform and lands in the ball at the ball's share q of valid
+    # centres; queue (torchio LabelSampler): the other half is centred outside the mask
+    valid = [m[0][tuple(slice(P // 2, P // 2 + s - P + 1) for s in shape)]
+             for m, shape in zip(masks, SHAPES, strict=True)]
+    q = np.mean([float(v.float().mean()) for v in valid])
+    expected = 0.5 + 0.5 * q if kind == "device" else 0.5
+    se = np.sqrt(expected * (1 - expected) / len(inside))
+    assert abs(inside.mean() - expected) < 4 * se, (inside.mean(), expected)
 
 
 def test_masked_patches_are_centred_in_the_mask(masked_draws):

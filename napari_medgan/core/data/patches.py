@@ -108,9 +108,11 @@ class DevicePatchSampler:
         device: torch.device | str,
         seed: int,
         masks: list[torch.Tensor] | None = None,
+        mask_share: float = 1.0,
     ) -> None:
         _check_inputs(volumes, patch_size, batch_size, masks)
         self.device = torch.device(device)
+        self.mask_share = float(mask_share)
         self.patch_size = p = int(patch_size)
         self.batch_size = int(batch_size)
         self.channels = c = int(volumes[0].shape[0])
@@ -187,9 +189,15 @@ class DevicePatchSampler:
         # Uniform integers below n as a huge random integer modulo n: the bias is < 2**-50.
         if self._candidates is not None:
             pick = torch.randint(2**62, (b,), generator=g, device=self.device)
-            return self._candidates[self._cand_start[v] + pick % self._cand_count[v]]
+            centred = self._candidates[self._cand_start[v] + pick % self._cand_count[v]]
+            if self.mask_share >= 1.0:
+                return centred
         ijk = torch.randint(2**62, (b, 3), generator=g, device=self.device) % self._ranges[v]
-        return self._offset(self._first_plane[v], *ijk.unbind(1))
+        anywhere = self._offset(self._first_plane[v], *ijk.unbind(1))
+        if self._candidates is None:
+            return anywhere
+        inside = torch.rand(b, generator=g, device=self.device) < self.mask_share
+        return torch.where(inside, centred, anywhere)
 
     def next_batch(self) -> torch.Tensor:
         """Cut ``batch_size`` random patches with one gather on the device."""
@@ -228,6 +236,7 @@ class QueuePatchSampler:
         affines: Sequence[np.ndarray],
         seed: int,
         masks: list[torch.Tensor] | None = None,
+        mask_share: float = 1.0,
         samples_per_volume: int = 16,
         queue_length: int = 256,
         num_workers: int = 0,
@@ -251,7 +260,7 @@ class QueuePatchSampler:
             sampler = tio.UniformSampler(patch_size)
         else:
             sampler = tio.LabelSampler(patch_size, label_name="mask",
-                                       label_probabilities={0: 0, 1: 1})
+                                       label_probabilities={0: 1 - mask_share, 1: mask_share})
         self._rng_state = torch.Generator().manual_seed(int(seed)).get_state()
         with self._private_rng():
             queue = tio.Queue(tio.SubjectsDataset(subjects), queue_length, samples_per_volume,
@@ -298,15 +307,21 @@ def make_patch_sampler(
     device: torch.device | str,
     seed: int,
     masks: list[torch.Tensor] | None = None,
+    mask_share: float = 1.0,
     samples_per_volume: int = 16,
     queue_length: int = 256,
 ) -> PatchSampler:
-    """The sampler ``DataConfig.sampler`` names: ``"device"`` or ``"queue"``."""
+    """The sampler ``DataConfig.sampler`` names: ``"device"`` or ``"queue"``.
+
+    ``mask_share``: the share of patches centred in the mask; the rest are drawn
+    anywhere (device) or centred outside the mask (queue, torchio's LabelSampler).
+    """
     if kind == "device":
         return DevicePatchSampler(volumes, patch_size, batch_size, device=device, seed=seed,
-                                  masks=masks)
+                                  masks=masks, mask_share=mask_share)
     if kind == "queue":
         return QueuePatchSampler(volumes, patch_size, batch_size, affines=affines, seed=seed,
-                                 masks=masks, samples_per_volume=samples_per_volume,
+                                 masks=masks, mask_share=mask_share,
+                                 samples_per_volume=samples_per_volume,
                                  queue_length=queue_length, device=device)
     raise ConfigError(f"Unknown patch sampler {kind!r}; choose one of {', '.join(SAMPLER_KINDS)}.")

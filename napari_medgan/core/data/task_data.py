@@ -44,6 +44,7 @@ class TaskData:
     summary: dict[str, Any]
     reference: Volume  # the first volume: its spacing and axes describe the model's patches
     num_classes: int = 0
+    mask_share: float = 1.0  # share of patches centred in sampling_masks
 
 
 def load_task_data(config: Config, needs: TaskNeeds,
@@ -103,13 +104,14 @@ def load_task_data(config: Config, needs: TaskNeeds,
                                                          d.ct_window, d.mr_percentiles)
     roles = {role: [normalize(normalizations[role], t) for t in tensors]
              if role in normalizations else tensors for role, tensors in raw.items()}
-    sampling_masks = images.masks
-    if needs.labels:  # patches centred on labelled voxels, so small structures are seen
-        sampling_masks = [labels > 0 for labels in raw["labels"]]
+    sampling_masks, mask_share = images.masks, 1.0
+    if needs.labels:  # patches centred on labelled voxels, so small structures are seen,
+        sampling_masks = [labels > 0 for labels in raw["labels"]]  # and others anywhere,
+        mask_share = d.label_share  # so background far from any label is seen too
     elif "mask" in raw:  # patches centred on holes
         sampling_masks = [mask > 0 for mask in raw["mask"]]
     return TaskData(roles, affines, sampling_masks, normalizations, summary,
-                    images.volumes[0], num_classes)
+                    images.volumes[0], num_classes, mask_share)
 
 
 def hole_mask(volume: Volume, source: object) -> torch.Tensor:
@@ -137,7 +139,7 @@ class BatchSource:
                                                       strict=True)]
         self.samplers = {"image": make_patch_sampler(
             d.sampler, volumes, p, b, affines=data.affines["image"], device=device, seed=seed,
-            masks=data.sampling_masks, **options)}
+            masks=data.sampling_masks, mask_share=data.mask_share, **options)}
         if "target" in data.affines:  # an unpaired set: cut independently
             self.samplers["target"] = make_patch_sampler(
                 d.sampler, data.roles["target"], p, b, affines=data.affines["target"],
