@@ -150,13 +150,13 @@ class AnomalyTask(SynthesisTask):
         with self.autocast():
             return self.nets["G_ema"](self.nets["E"](self.to_layout(image))).float()
 
-    @torch.no_grad()
     def unready(self, card: dict[str, Any]) -> str | None:
         if card["step"] > self.gan_steps:
             return None
         return (f"it stopped at step {card['step']}, before its encoder was trained (steps "
                 f"{self.gan_steps + 1} to {self.config.train.steps}); resume it to finish")
 
+    @torch.no_grad()
     def predict(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The voxel anomaly map ``|x − G(E(x))|`` (mean over channels), ``(B, 1, p, p, p)``."""
         image = inputs["image"]
