@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
+from napari_medgan.core.api import apply
 from napari_medgan.core.config import Config
-from napari_medgan.core.data.io import write_volume
+from napari_medgan.core.data.io import read_volume, write_volume
 from napari_medgan.core.data.samples import sample_volume
 from napari_medgan.core.data.volume import Volume
 
@@ -89,3 +91,22 @@ def conditional_config(real_dir):
         return config
 
     return make
+
+
+@pytest.fixture(scope="session")
+def t1_to_gm_errors(real_dir):
+    """Apply a T1 → grey-matter model to held-out t1_b: its MAE and the mean baseline's.
+
+    The result must keep t1_b's shape and affine; the baseline predicts gm_a's mean.
+    """
+
+    def errors(checkpoint) -> tuple[float, float]:
+        result = apply(checkpoint, real_dir / "t1_b.nii.gz")
+        t1 = read_volume(real_dir / "t1_b.nii.gz")
+        assert result.tensor.shape == t1.tensor.shape
+        np.testing.assert_allclose(result.affine, t1.affine)
+        truth = read_volume(real_dir / "gm_b.nii.gz").tensor
+        baseline = read_volume(real_dir / "gm_a.nii.gz").tensor.mean()
+        return float((result.tensor - truth).abs().mean()), float((truth - baseline).abs().mean())
+
+    return errors
