@@ -258,6 +258,14 @@ def evaluate(
     for index, file in enumerate(files):
         truth = {role: read_volume(paths[index]) for role, paths in truths.items()}
         truth["input"] = read_volume(file)
+        for role, paths in truths.items():
+            if truth[role].spatial_shape != truth["input"].spatial_shape:
+                raise DataError(
+                    f"The {role} {paths[index]} (shape {truth[role].spatial_shape}) is not on "
+                    f"the voxel grid of {file} (shape {truth['input'].spatial_shape}); "
+                    "resample it onto the volume."
+                )
+        model.task.check_truth(truth)
         hole = truths["mask"][index] if "mask" in model.task.apply_inputs else None
         result = apply(model, truth["input"], mask=hole, overlap=overlap, batch_size=batch_size)
         per_volume.append({"file": str(file), **model.task.score(result, truth)})

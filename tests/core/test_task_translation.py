@@ -50,6 +50,9 @@ def test_apply_refuses_other_tasks_and_channel_counts(translator, real_dir, tmp_
         api.evaluate(translator, [real_dir / "t1_b.nii.gz"])
     with pytest.raises(ConfigError, match="only maps one way"):
         api.apply(translator, t1, reverse=True)
+    small = write_volume(Volume(t1.tensor[:, :30].clone(), t1.affine, "gm"), tmp_path / "gm.nii")
+    with pytest.raises(DataError, match=r"target .*gm.nii \(shape \(30, 40, 40\)\) is not on"):
+        api.evaluate(translator, [real_dir / "t1_b.nii.gz"], target=[small])
 
 
 def test_pairs_that_differ_in_count_or_grid_are_named(conditional_config, real_dir, tmp_path):

@@ -91,6 +91,9 @@ class Task:
         """The blended whole-volume output → the result (still normalised); default: as is."""
         return output
 
+    def check_truth(self, truth: dict[str, Volume]) -> None:
+        """Refuse unusable truth before the (slow) whole-volume apply; default: nothing."""
+
     def score(self, result: Volume, truth: dict[str, Volume]) -> dict[str, float]:
         """Metrics of one applied volume against its ``evaluate_truth`` (and ``input``)."""
         raise NotImplementedError

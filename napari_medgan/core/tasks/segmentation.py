@@ -110,6 +110,9 @@ class SegmentationTask(Task):
         scores["dice_mean"] = sum(dice.values()) / len(labels)
         return scores
 
+    def check_truth(self, truth: dict[str, Volume]) -> None:
+        self._check_truth(truth["labels"], truth["input"])
+
     def _check_truth(self, reference: Volume, result: Volume) -> torch.Tensor:
         """The true label map as ``(D, H, W)`` class indices, or a DataError that names it."""
         name = reference.name or "the true label map"
