@@ -52,3 +52,42 @@ def test_synthesis_checkpoints_are_not_applied(real_dir, tmp_path, capsys):
     assert main(["apply", str(out), str(real_dir / "t1_b.nii.gz"), "--out",
                  str(tmp_path / "x.nii.gz")]) == 2
     assert "medgan synthesize" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_yaml(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli_cfg") / "tiny.yaml"
+    path.write_text("model: {unet_channels: [8, 16], patchgan_channels: 8}\n")
+    return path
+
+
+TINY = ["--patch", "16", "--steps", "2", "--batch", "2", "--device", "cpu"]
+
+
+def test_segmentation_by_its_command_line_names(real_dir, tiny_yaml, tmp_path, capsys):
+    out = tmp_path / "seg"
+    assert main(["train", "--task", "segmentation", "--data", str(real_dir / "t1_a.nii.gz"),
+                 "--labels", str(real_dir / "labels_a.nii.gz"), "--config", str(tiny_yaml),
+                 "--out", str(out), *TINY]) == 0
+    labels = tmp_path / "labels_pred.nii.gz"
+    assert main(["apply", str(out), str(real_dir / "t1_b.nii.gz"), "--out", str(labels)]) == 0
+    predicted = read_volume(labels).tensor
+    assert set(predicted.unique().tolist()) <= {0.0, 1.0, 2.0}
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--data", str(real_dir / "t1_b.nii.gz"), "--labels",
+                 str(real_dir / "labels_b.nii.gz"), "--json"]) == 0
+    assert {"dice_1", "dice_2", "hd95_2"} <= set(json.loads(capsys.readouterr().out)["mean"])
+
+
+def test_inpainting_apply_takes_the_hole_as_mask(real_dir, tiny_yaml, tmp_path, capsys):
+    out = tmp_path / "fill"
+    assert main(["train", "--task", "inpainting", "--data", str(real_dir / "t1_a.nii.gz"),
+                 "--config", str(tiny_yaml), "--out", str(out), *TINY]) == 0
+    filled = tmp_path / "filled.nii.gz"
+    args = ["apply", str(out), str(real_dir / "t1_b.nii.gz"), "--out", str(filled)]
+    assert main(args) == 2
+    assert "needs a mask" in capsys.readouterr().err
+    assert main([*args, "--mask", str(real_dir / "labels_b.nii.gz")]) == 0
+    source, result = read_volume(real_dir / "t1_b.nii.gz"), read_volume(filled)
+    hole = read_volume(real_dir / "labels_b.nii.gz").tensor > 0
+    assert np.array_equal(result.tensor[~hole].numpy(), source.tensor[~hole].numpy())
