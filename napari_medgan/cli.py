@@ -329,7 +329,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "patch size": card.get("patch_size"),
         "spacing (mm)": card.get("spacing"),
         "modality": card.get("modality"),
-        "normalization": card.get("normalization"),
+        "normalization": card.get("normalizations"),
         "nets": {
             k: f"{v['class']} ({v['parameters']:,} parameters)"
             for k, v in card.get("nets", {}).items()

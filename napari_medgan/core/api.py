@@ -71,7 +71,12 @@ class Model:
     path: Path
     card: dict[str, Any]
     task: Task
-    normalization: IntensityNormalization
+    normalizations: dict[str, IntensityNormalization]  # "image", and "target" if any
+
+    @property
+    def normalization(self) -> IntensityNormalization:
+        """The input volumes' normalisation."""
+        return self.normalizations["image"]
 
     @property
     def task_name(self) -> str:
@@ -105,8 +110,9 @@ def load_model(path: str | Path, *, device: str = "auto", expect_task: str | Non
     task = task_class(config, resolve_device(device), channels=int(card.get("channels", 1)),
                       num_classes=int(card.get("num_classes", 0)))
     task.load_weights(checkpoint.weights, checkpoint.path)
-    normalization = IntensityNormalization.from_dict(card["normalization"])
-    return Model(checkpoint.path, card, task.eval(), normalization)
+    normalizations = {role: IntensityNormalization.from_dict(record)
+                      for role, record in card["normalizations"].items()}
+    return Model(checkpoint.path, card, task.eval(), normalizations)
 
 
 def _as_model(model: Model | str | Path) -> Model:
@@ -117,7 +123,7 @@ def _as_volume(volume: Volume | str | Path, what: str) -> Volume:
     if isinstance(volume, Volume):
         return volume
     loaded = read_volume(volume)
-    if what == "input":  # a mask may be constant within its file's checks; see _mask_on_grid
+    if what == "input":  # a mask gets its own checks: see _mask_on_grid
         check_volume(loaded, f"{what} {volume}")
     return loaded
 
@@ -159,8 +165,7 @@ def apply(
     if reverse and not task.reversible:
         raise ConfigError(f"A {model.task_name!r} model only maps one way; drop --reverse.")
     input_role, output_role = ("target", "image") if reverse else ("image", task.output_role)
-    normalizations = {role: IntensityNormalization.from_dict(record)
-                      for role, record in model.card["normalizations"].items()}
+    normalizations = model.normalizations
     check_modality(normalizations[input_role], volume.tensor, source)
     inputs = {input_role: normalize(normalizations[input_role], volume.tensor)}
     if "mask" in task.apply_inputs:

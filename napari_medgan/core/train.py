@@ -171,7 +171,6 @@ def _load_resume(config: Config, resume: str | Path):
 
 
 def _card(config: Config, task: Task, data: TaskData) -> dict[str, Any]:
-    image_norm = data.normalizations["image"]
     return {
         "format_version": 1,
         "task": config.task,
@@ -183,9 +182,8 @@ def _card(config: Config, task: Task, data: TaskData) -> dict[str, Any]:
         "num_classes": task.num_classes,
         "spacing": list(data.reference.spacing),
         "direction": data.reference.direction.tolist(),
-        "normalization": image_norm.to_dict(),
         "normalizations": {role: n.to_dict() for role, n in data.normalizations.items()},
-        "modality": image_norm.modality,
+        "modality": data.normalizations["image"].modality,
         "data": data.summary,
         "seed": config.train.seed,
         "config": config.to_dict(),

@@ -32,7 +32,7 @@ def test_events_report_progress_previews_and_checkpoints(tiny_config, tmp_path):
     assert card["step"] == 5 and card["task"] == "synthesis"
     assert len(card["loss_history"]["loss_d"]) == 5
     assert card["data"]["files"] and card["config"]["train"]["steps"] == 5
-    assert card["normalization"]["modality"] == "mr"
+    assert card["normalizations"]["image"]["modality"] == "mr" == card["modality"]
     assert set(card["nets"]) == {"G", "G_ema", "D"}
 
 
