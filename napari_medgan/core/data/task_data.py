@@ -63,9 +63,9 @@ def load_task_data(config: Config, needs: TaskNeeds,
     affines = {"image": [v.affine for v in images.volumes]}
     summary = dict(images.summary)
 
-    def partners(paths, what: str, labels: bool = False) -> list[Volume]:
+    def partners(paths, what: str, key: str, labels: bool = False) -> list[Volume]:
         found = match_pairs(files, paths, what)
-        summary[f"{what}_files"] = [str(p) for p in found]
+        summary[key] = [str(p) for p in found]
         return [load_partner(p, image, f, what=what, labels=labels, follow=str(f) in resampled,
                              resample=d.resample_pairs)
                 for p, image, f in zip(found, images.volumes, files, strict=True)]
@@ -73,7 +73,7 @@ def load_task_data(config: Config, needs: TaskNeeds,
     if needs.target and not d.targets:
         raise DataError(f"The {config.task} task needs target volumes: give --target PATH ...")
     if needs.target == "paired":
-        raw["target"] = [v.tensor for v in partners(d.targets, "target")]
+        raw["target"] = [v.tensor for v in partners(d.targets, "target", "target_files")]
     elif needs.target == "unpaired":
         targets = load_training_volumes(d.targets, patch_size=patch,
                                         spacing_mismatch=d.spacing_mismatch)
@@ -84,15 +84,15 @@ def load_task_data(config: Config, needs: TaskNeeds,
     if needs.labels:
         if not d.labels:
             raise DataError(f"The {config.task} task needs label maps: give --labels PATH ...")
-        label_maps = partners(d.labels, "label map", labels=True)
-        for volume, path in zip(label_maps, summary["label map_files"], strict=True):
+        label_maps = partners(d.labels, "label map", "label_files", labels=True)
+        for volume, path in zip(label_maps, summary["label_files"], strict=True):
             if not bool((volume.tensor > 0).any()):
                 raise DataError(f"The label map {path} is empty (only background); a "
                                 "segmenter needs labelled voxels to learn from.")
         raw["labels"] = [v.tensor for v in label_maps]
         num_classes = label_count(label_maps)
     if needs.masks == "holes" and d.masks:
-        holes = partners(d.masks, "mask", labels=True)
+        holes = partners(d.masks, "mask", "mask_files", labels=True)
         raw["mask"] = [hole_mask(v, p) for v, p in zip(holes, summary["mask_files"], strict=True)]
 
     normalizations = saved or {}
