@@ -4,7 +4,8 @@ The MNI152 T1 template that nilearn ships is split into hemispheres: the GAN
 trains on the left one (patches centred in the brain mask), the right one is
 held out for the evaluation numbers. Everything goes through the `medgan`
 commands a user would type; outputs land in demo/out/, the figure in
-demo/figure.png.
+demo/out/figure.png (the README shows a copy of one run's figure, docs/demo_figure.png,
+so the demo never rewrites a tracked file).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from napari_medgan.core.data.volume import Volume
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
-FIGURE = HERE / "figure.png"
+FIGURE = OUT / "figure.png"
 STEPS = 1500
 PATCH = 32
 
