@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import time
 import warnings
 from pathlib import Path
 
@@ -151,46 +150,7 @@ def test_tiff_write_warns_that_orientation_is_lost(tmp_path):
     np.testing.assert_allclose(back.spacing, volume.spacing, rtol=1e-9)
 
 
-def write_dicom_series(folder, array, spacing, origin, *, skip=(), series=1, description="",
-                       direction=None):
-    """As SimpleITK's "DICOM series from array" example: one file per slice, with tags.
-
-    ``skip``: slice indices left out (missing slices); ``series``: a number that makes the
-    series UID and file names differ, for several series in one folder.
-    """
-    image = sitk.GetImageFromArray(array)  # array (k, j, i)
-    image.SetSpacing(spacing)
-    image.SetOrigin(origin)
-    if direction is not None:
-        image.SetDirection(direction)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    stamp = time.strftime("%Y%m%d"), time.strftime("%H%M%S")
-    uid = f"1.2.826.0.1.3680043.2.1125.{stamp[0]}.{series}{stamp[1]}"
-    direction = image.GetDirection()
-    series_tags = [
-        ("0008|0031", stamp[1]), ("0008|0021", stamp[0]), ("0008|0008", "DERIVED\\SECONDARY"),
-        ("0020|000e", uid), ("0008|0060", "CT"), ("0018|0050", str(spacing[2])),
-        ("0020|0037", "\\".join(str(d) for d in (*direction[0:7:3], *direction[1:8:3]))),
-        ("0008|103e", description),
-    ]
-    folder.mkdir(exist_ok=True)
-    for k in range(image.GetDepth()):
-        if k in skip:
-            continue
-        slice_ = image[:, :, k]
-        for tag, value in series_tags:
-            slice_.SetMetaData(tag, value)
-        position = image.TransformIndexToPhysicalPoint((0, 0, k))
-        slice_.SetMetaData("0020|0032", "\\".join(map(str, position)))
-        slice_.SetMetaData("0020|0013", str(k))
-        slice_.SetMetaData("0028|0030", f"{spacing[1]}\\{spacing[0]}")
-        writer.SetFileName(str(folder / f"s{series}_slice{k:03d}.dcm"))
-        writer.Execute(slice_)
-    return uid
-
-
-def test_read_dicom_series_folder(tmp_path):
+def test_read_dicom_series_folder(tmp_path, write_dicom_series):
     array = (ramp((6, 12, 10)) % 500).astype(np.int16)  # (k, j, i)
     folder = tmp_path / "series"
     write_dicom_series(folder, array, spacing=(0.6, 0.7, 2.5), origin=(5.0, -3.0, 12.0))
@@ -210,7 +170,7 @@ def lps_to_ras(direction, spacing, origin) -> np.ndarray:
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
 
 
-def test_oblique_dicom_series_keeps_its_exact_geometry(tmp_path):
+def test_oblique_dicom_series_keeps_its_exact_geometry(tmp_path, write_dicom_series):
     array = (ramp((7, 12, 10)) % 300).astype(np.int16)
     rotation = oblique_affine(spacing=(1, 1, 1))[:3, :3]
     folder = tmp_path / "oblique"
@@ -222,7 +182,8 @@ def test_oblique_dicom_series_keeps_its_exact_geometry(tmp_path):
     assert torch.equal(volume.tensor[0], torch.from_numpy(array.transpose().astype(np.float32)))
 
 
-def test_dicom_series_with_missing_slices_is_refused_naming_the_gap(tmp_path):
+def test_dicom_series_with_missing_slices_is_refused_naming_the_gap(tmp_path,
+                                                                    write_dicom_series):
     array = (ramp((8, 12, 10)) % 500).astype(np.int16)
     folder = tmp_path / "gappy"
     write_dicom_series(folder, array, spacing=(0.6, 0.7, 2.5), origin=(0.0, 0.0, 0.0),
@@ -235,7 +196,7 @@ def test_dicom_series_with_missing_slices_is_refused_naming_the_gap(tmp_path):
         read_volume(folder)
 
 
-def test_irregular_dicom_series_is_resampled_only_when_asked(tmp_path):
+def test_irregular_dicom_series_is_resampled_only_when_asked(tmp_path, write_dicom_series):
     k, j, i = np.meshgrid(np.arange(8), np.arange(12), np.arange(10), indexing="ij")
     array = (100 * k + j + i).astype(np.int16)  # linear along the slices: interpolation is exact
     folder = tmp_path / "gappy"
@@ -249,7 +210,8 @@ def test_irregular_dicom_series_is_resampled_only_when_asked(tmp_path):
     np.testing.assert_allclose(volume.tensor[0].numpy(), array.transpose(), atol=1e-3)
 
 
-def test_folder_with_two_series_lists_them_and_reads_the_one_picked(tmp_path):
+def test_folder_with_two_series_lists_them_and_reads_the_one_picked(tmp_path,
+                                                                   write_dicom_series):
     array = (ramp((6, 12, 10)) % 500).astype(np.int16)
     folder = tmp_path / "study"
     first = write_dicom_series(folder, array, spacing=(0.6, 0.7, 2.5), origin=(0.0, 0.0, 0.0),
@@ -273,7 +235,7 @@ def test_folder_with_two_series_lists_them_and_reads_the_one_picked(tmp_path):
         read_volume(f"{folder}::1.2.3")
 
 
-def test_a_stray_dicom_file_among_volumes_is_refused(tmp_path):
+def test_a_stray_dicom_file_among_volumes_is_refused(tmp_path, write_dicom_series):
     for name in ("a", "b"):
         save_nifti(tmp_path / f"{name}.nii.gz", ramp(), np.eye(4))
     write_dicom_series(tmp_path / "tmp", (ramp((2, 12, 10)) % 500).astype(np.int16),
