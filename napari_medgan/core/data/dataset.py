@@ -61,7 +61,8 @@ def load_training_volumes(
     for index, file in enumerate(files):
         volume = read_volume(file, irregular_series=irregular_series)
         check_volume(volume, str(file))
-        mask = _read_mask(mask_files[index], volume, file) if mask_files else None
+        mask = (_read_mask(mask_files[index], volume, file, irregular_series) if mask_files
+                else None)
         if volumes and not np.allclose(volume.spacing, volumes[0].spacing,
                                        atol=_SPACING_TOLERANCE_MM):
             volume, mask = _match_spacing(volume, mask, file, files[0], volumes[0].spacing,
@@ -81,8 +82,9 @@ def load_training_volumes(
     return TrainingData(volumes, volume_masks if mask_files else None, summary)
 
 
-def _read_mask(mask_file: Path, volume: Volume, volume_file: Path) -> torch.Tensor:
-    mask = read_volume(mask_file)
+def _read_mask(mask_file: Path, volume: Volume, volume_file: Path,
+               irregular_series: str) -> torch.Tensor:
+    mask = read_volume(mask_file, irregular_series=irregular_series)
     check_same_grid(mask, volume, mask_file, volume_file, what="mask",
                     advice="resample the mask onto the volume first")
     binary = mask.tensor[:1] > 0
