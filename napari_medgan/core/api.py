@@ -122,11 +122,11 @@ def _as_model(model: Model | str | Path) -> Model:
 
 
 def _as_volume(volume: Volume | str | Path, what: str, model: Model) -> Volume:
-    if isinstance(volume, Volume):
-        return volume
-    loaded = _read(model, volume)
+    """A file is read; a face's volume (a layer, a node) is checked the same way."""
+    loaded = volume if isinstance(volume, Volume) else _read(model, volume)
     if what == "input":  # a mask gets its own checks: see _mask_on_grid
-        check_volume(loaded, f"{what} {volume}")
+        name = (volume.name or "the input volume") if isinstance(volume, Volume) else volume
+        check_volume(loaded, f"{what} {name}")
     return loaded
 
 

@@ -103,3 +103,20 @@ def test_reports_are_strict_json_with_a_note_for_each_non_number():
     assert report["volumes"][0]["psnr"] is None
     assert report["notes"][0] == "kept" and len(report["notes"]) == 3
     assert "mean.hd95_1 is inf" in report["notes"][1]
+
+
+def test_apply_checks_a_face_volume_as_it_checks_a_file(tmp_path, tiny_config):
+    """A napari layer or Slicer node handed over as a Volume gets the file checks too."""
+    from napari_medgan.core import api
+
+    config = tiny_config()
+    config.task = "translation"
+    config.model.unet_channels = (4, 8)
+    config.model.patchgan_channels = 4
+    config.data.targets = list(config.data.paths)
+    config.train.steps = 1
+    list(api.train(config, tmp_path / "ckpt"))
+    nan = torch.zeros(1, 16, 16, 16)
+    nan[0, 0, 0, 0] = math.nan
+    with pytest.raises(DataError, match="input layer has 1 NaN voxel"):
+        api.apply(tmp_path / "ckpt", Volume(nan, np.eye(4), "layer"))
