@@ -96,7 +96,10 @@ def find_series(folder: Path) -> list[Series]:
     series = []
     for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)):
         files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
-        description = _header(files[0]).get("0008|103e", "").strip() if files else ""
+        try:
+            description = _header(files[0]).get("0008|103e", "").strip()
+        except RuntimeError:  # unreadable: read_series says so, naming the file
+            description = ""
         series.append(Series(folder, uid, description, tuple(files)))
     return series
 
