@@ -111,7 +111,8 @@ def pick_series(path: str | os.PathLike) -> Series:
         raise DataError(f"{folder} does not exist or is not a folder; check the path.")
     found = find_series(folder)
     if not found:
-        raise DataError(f"The folder {folder} holds no readable DICOM series.")
+        raise DataError(f"The folder {folder} holds no readable DICOM series; check that its "
+                        "DICOM files are complete (not cut short or renamed other files).")
     if uid is not None:
         chosen = [s for s in found if s.uid == uid]
         if not chosen:
