@@ -295,7 +295,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     report = api.evaluate(args.checkpoint, args.data, target=args.target, labels=args.labels,
                           mask=args.mask, n=args.n, seed=args.seed, overlap=args.overlap)
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2, allow_nan=False))
     else:
         for key, value in report.items():
             if isinstance(value, dict):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 
 from napari_medgan.core.api import apply
@@ -110,3 +113,48 @@ def t1_to_gm_errors(real_dir):
         return float((result.tensor - truth).abs().mean()), float((truth - baseline).abs().mean())
 
     return errors
+
+
+def _write_dicom_series(folder, array, spacing, origin, *, skip=(), series=1, description="",
+                        direction=None):
+    """As SimpleITK's "DICOM series from array" example: one file per slice, with tags.
+
+    ``skip``: slice indices left out (missing slices); ``series``: a number that makes the
+    series UID and file names differ, for several series in one folder.
+    """
+    image = sitk.GetImageFromArray(array)  # array (k, j, i)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    if direction is not None:
+        image.SetDirection(direction)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    stamp = time.strftime("%Y%m%d"), time.strftime("%H%M%S")
+    uid = f"1.2.826.0.1.3680043.2.1125.{stamp[0]}.{series}{stamp[1]}"
+    direction = image.GetDirection()
+    series_tags = [
+        ("0008|0031", stamp[1]), ("0008|0021", stamp[0]), ("0008|0008", "DERIVED\\SECONDARY"),
+        ("0020|000e", uid), ("0008|0060", "CT"), ("0018|0050", str(spacing[2])),
+        ("0020|0037", "\\".join(str(d) for d in (*direction[0:7:3], *direction[1:8:3]))),
+        ("0008|103e", description),
+    ]
+    folder.mkdir(exist_ok=True)
+    for k in range(image.GetDepth()):
+        if k in skip:
+            continue
+        slice_ = image[:, :, k]
+        for tag, value in series_tags:
+            slice_.SetMetaData(tag, value)
+        position = image.TransformIndexToPhysicalPoint((0, 0, k))
+        slice_.SetMetaData("0020|0032", "\\".join(map(str, position)))
+        slice_.SetMetaData("0020|0013", str(k))
+        slice_.SetMetaData("0028|0030", f"{spacing[1]}\\{spacing[0]}")
+        writer.SetFileName(str(folder / f"s{series}_slice{k:03d}.dcm"))
+        writer.Execute(slice_)
+    return uid
+
+
+@pytest.fixture
+def write_dicom_series():
+    """Writes a DICOM series slice by slice with SimpleITK: see :func:`_write_dicom_series`."""
+    return _write_dicom_series

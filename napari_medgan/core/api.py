@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from .data.normalize import (
     for_volume,
     normalize,
 )
-from .data.pairs import match_pairs
+from .data.pairs import check_same_grid, match_pairs
 from .data.patches import DevicePatchSampler
 from .data.samples import SAMPLE_NAMES, sample_volume, write_sample
 from .data.task_data import hole_mask
@@ -109,6 +110,7 @@ def load_model(path: str | Path, *, device: str = "auto", expect_task: str | Non
         )
     task = task_class(config, resolve_device(device), channels=int(card.get("channels", 1)),
                       num_classes=int(card.get("num_classes", 0)))
+    task.label_values = [int(v) for v in card.get("label_values", task.label_values)]
     task.load_weights(checkpoint.weights, checkpoint.path)
     normalizations = {role: IntensityNormalization.from_dict(record)
                       for role, record in card["normalizations"].items()}
@@ -119,12 +121,12 @@ def _as_model(model: Model | str | Path) -> Model:
     return model if isinstance(model, Model) else load_model(model)
 
 
-def _as_volume(volume: Volume | str | Path, what: str) -> Volume:
-    if isinstance(volume, Volume):
-        return volume
-    loaded = read_volume(volume)
+def _as_volume(volume: Volume | str | Path, what: str, model: Model) -> Volume:
+    """A file is read; a face's volume (a layer, a node) is checked the same way."""
+    loaded = volume if isinstance(volume, Volume) else _read(model, volume)
     if what == "input":  # a mask gets its own checks: see _mask_on_grid
-        check_volume(loaded, f"{what} {volume}")
+        name = (volume.name or "the input volume") if isinstance(volume, Volume) else volume
+        check_volume(loaded, f"{what} {name}")
     return loaded
 
 
@@ -156,7 +158,7 @@ def apply(
     if problem:
         raise CheckpointError(f"Checkpoint {model.path} can't be applied yet: {problem}.")
     source = volume if not isinstance(volume, Volume) else volume.name or "the input volume"
-    volume = _as_volume(volume, "input")
+    volume = _as_volume(volume, "input", model)
     if volume.tensor.shape[0] != task.channels:
         raise DataError(
             f"{source} has {volume.tensor.shape[0]} channel(s) but the model of {model.path} "
@@ -171,7 +173,7 @@ def apply(
     if "mask" in task.apply_inputs:
         if mask is None:
             raise DataError(f"The {model.task_name} model needs a mask of the region to fill.")
-        inputs["mask"] = _mask_on_grid(_as_volume(mask, "mask"), volume, mask, source)
+        inputs["mask"] = _mask_on_grid(_as_volume(mask, "mask", model), volume, mask, source)
     roles = list(inputs)
     sizes = [inputs[r].shape[0] for r in roles]
 
@@ -182,9 +184,9 @@ def apply(
                             overlap=overlap, batch_size=batch_size, device=task.device,
                             progress=progress, stop=stop)
     output = task.finish(output, inputs)
-    if task.output == "labels":
-        output = output.argmax(0, keepdim=True).to(torch.uint8 if task.num_classes <= 256
-                                                   else torch.int16)
+    if task.output == "labels":  # classes back to the label values of the training maps
+        values = torch.tensor(task.label_values, device=output.device)
+        output = values[output.argmax(0, keepdim=True)].to(_label_dtype(task.label_values))
     elif task.output == "intensity":
         norm = normalizations[output_role]
         if output_role == input_role:  # the input's modality: back into this volume's units
@@ -195,11 +197,23 @@ def apply(
     return Volume(output, volume.affine, name=f"{volume.name}_{model.task_name}")
 
 
+def _label_dtype(values: list[int]) -> torch.dtype:
+    """The smallest integer type that holds every label value."""
+    for dtype in (torch.uint8, torch.int16, torch.int32):
+        info = torch.iinfo(dtype)
+        if info.min <= min(values) and max(values) <= info.max:
+            return dtype
+    return torch.int64
+
+
+def _read(model: Model, path: str | Path) -> Volume:
+    """Read a volume as the model's training data was read (DICOM series handling)."""
+    return read_volume(path, irregular_series=model.task.config.data.irregular_series)
+
+
 def _mask_on_grid(mask: Volume, volume: Volume, mask_source, source) -> torch.Tensor:
-    if mask.spatial_shape != volume.spatial_shape or not np.allclose(mask.affine, volume.affine,
-                                                                      atol=1e-3):
-        raise DataError(f"The mask {mask_source} is not on the voxel grid of {source}; "
-                        "resample it onto the volume first.")
+    check_same_grid(mask, volume, mask_source, source, what="mask",
+                    advice="resample it onto the volume first")
     return hole_mask(mask, mask_source)
 
 
@@ -258,26 +272,22 @@ def evaluate(
         if not given[role]:
             raise DataError(f"Evaluating a {model.task_name} model needs the true {role} of each "
                             f"volume: give --{role} PATH ...")
-        truths[role] = match_pairs(files, given[role], role)
+        truths[role] = match_pairs(files, given[role], role).partners
     per_volume = []
     for index, file in enumerate(files):
-        truth = {role: read_volume(paths[index]) for role, paths in truths.items()}
-        truth["input"] = read_volume(file)
-        for role, paths in truths.items():
-            if truth[role].spatial_shape != truth["input"].spatial_shape:
-                raise DataError(
-                    f"The {role} {paths[index]} (shape {truth[role].spatial_shape}) is not on "
-                    f"the voxel grid of {file} (shape {truth['input'].spatial_shape}); "
-                    "resample it onto the volume."
-                )
+        truth = {role: _read(model, paths[index]) for role, paths in truths.items()}
+        truth["input"] = _read(model, file)
+        for role, paths in truths.items():  # the grid check of training
+            check_same_grid(truth[role], truth["input"], paths[index], file, what=role,
+                            advice="resample it onto the volume")
         model.task.check_truth(truth)
         hole = truths["mask"][index] if "mask" in model.task.apply_inputs else None
         result = apply(model, truth["input"], mask=hole, overlap=overlap, batch_size=batch_size)
         per_volume.append({"file": str(file), **model.task.score(result, truth)})
     keys = [k for k in per_volume[0] if k != "file"]
     mean = {k: float(np.mean([v[k] for v in per_volume])) for k in keys}
-    return {"task": model.task_name, "n_volumes": len(files), "mean": mean,
-            "volumes": per_volume}
+    return json_safe({"task": model.task_name, "n_volumes": len(files), "mean": mean,
+                      "volumes": per_volume, "notes": []})
 
 
 def evaluate_synthesis(model: Model, data: list[str | Path], *, n: int = 64,
@@ -302,11 +312,35 @@ def evaluate_synthesis(model: Model, data: list[str | Path], *, n: int = 64,
         notes.append("memorisation left out: the training files named on the card are not on disk")
     report = metrics.synthesis_report(synthetic, held_out, training)
     report.update(n_synthetic=n, held_out_files=[str(p) for p in data], notes=notes)
-    return report
+    return json_safe(report)
+
+
+def json_safe(report: dict[str, Any]) -> dict[str, Any]:
+    """``report`` as strict JSON allows: NaN and infinities become None, each with a note.
+
+    An infinite HD95 (a label missing from the result) or a ratio over zero is a real
+    outcome, not an error; the note keeps what the number was.
+    """
+    notes = list(report.get("notes", []))
+
+    def clean(value: Any, where: str) -> Any:
+        if isinstance(value, dict):
+            return {k: clean(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, float) and not math.isfinite(value):
+            notes.append(f"{where} is {value} (not a JSON number): reported as null")
+            return None
+        return value
+
+    cleaned = clean({k: v for k, v in report.items() if k != "notes"}, "")
+    cleaned["notes"] = notes
+    return cleaned
 
 
 def _foreground_patches(model: Model, paths: list, n: int, seed: int) -> torch.Tensor:
-    data = load_training_volumes(paths, patch_size=model.patch_size)
+    data = load_training_volumes(paths, patch_size=model.patch_size,
+                                 irregular_series=model.task.config.data.irregular_series)
     volumes = [normalize(model.normalization, v.tensor) for v in data.volumes]
     masks = [(v[:1] > -0.9) for v in volumes]
     if not all(bool(m.any()) for m in masks):

@@ -37,6 +37,7 @@ class DataConfig:
     ct_window: tuple[float, float] = (-1000.0, 1000.0)
     mr_percentiles: tuple[float, float] = (0.5, 99.5)
     spacing_mismatch: str = "resample"  # "resample" onto the first volume's spacing, or "refuse"
+    irregular_series: str = "refuse"  # DICOM series with missing slices: "refuse" or "resample"
     sampler: str = "device"  # "device": volumes on the training device; "queue": torchio Queue
     samples_per_volume: int = 16  # queue sampler only
     queue_length: int = 256  # queue sampler only
@@ -119,6 +120,7 @@ class Config:
         _choice("data.target_modality", self.data.target_modality, MODALITIES)
         _choice("data.sampler", self.data.sampler, SAMPLERS)
         _choice("data.spacing_mismatch", self.data.spacing_mismatch, ("resample", "refuse"))
+        _choice("data.irregular_series", self.data.irregular_series, ("refuse", "resample"))
         _choice("train.loss", self.train.loss, LOSSES)
         _choice("model.upsample", self.model.upsample, UPSAMPLING)
         _choice("train.channels_last", self.train.channels_last, ("auto", "on", "off"))

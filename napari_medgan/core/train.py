@@ -96,13 +96,17 @@ def train(
         warnings.warn(note, MedGANWarning, stacklevel=2)
     if not resumed:
         torch.manual_seed(config.train.seed)
-    if resumed and data.num_classes != resumed.card.get("num_classes", 0):
-        raise ConfigError(
-            f"Can't resume {resume}: its model segments {resumed.card['num_classes']} classes "
-            f"but these label maps hold {data.num_classes}; train a new model for these labels."
-        )
+    else:
+        known = resumed.card.get("label_values", list(range(resumed.card.get("num_classes", 0))))
+        if data.label_values != known:
+            raise ConfigError(
+                f"Can't resume {resume}: its model segments {len(known)} classes but these label "
+                f"maps hold {data.num_classes} (label values {known} against "
+                f"{data.label_values}); train a new model for these labels."
+            )
     task = task_class(config, device, channels=data.roles["image"][0].shape[0],
                       num_classes=data.num_classes)
+    task.label_values = data.label_values
     batches = BatchSource(data, config, device)
     step, history = 0, {}
     if resumed:
@@ -180,6 +184,7 @@ def _card(config: Config, task: Task, data: TaskData) -> dict[str, Any]:
         "patch_size": config.model.patch_size,
         "channels": task.channels,
         "num_classes": task.num_classes,
+        "label_values": task.label_values,
         "spacing": list(data.reference.spacing),
         "direction": data.reference.direction.tolist(),
         "normalizations": {role: n.to_dict() for role, n in data.normalizations.items()},

@@ -4,9 +4,11 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from napari_medgan.cli import main
-from napari_medgan.core.data.io import read_volume
+from napari_medgan.core.data.io import read_volume, write_volume
+from napari_medgan.core.data.volume import Volume
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +93,63 @@ def test_inpainting_apply_takes_the_hole_as_mask(real_dir, tiny_yaml, tmp_path, 
     source, result = read_volume(real_dir / "t1_b.nii.gz"), read_volume(filled)
     hole = read_volume(real_dir / "labels_b.nii.gz").tensor > 0
     assert np.array_equal(result.tensor[~hole].numpy(), source.tensor[~hole].numpy())
+
+
+def strict_json(text: str):
+    """json.loads that refuses NaN / Infinity, as strict JSON readers do."""
+    def refuse(token):
+        raise ValueError(f"not JSON: {token}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_0_255_mask_trains_two_classes_and_keeps_its_values(real_dir, tiny_yaml, tmp_path,
+                                                              capsys):
+    labels = read_volume(real_dir / "labels_a.nii.gz")
+    mask = Volume(((labels.tensor > 0) * 255).to(torch.uint8), labels.affine, "t1_a")
+    write_volume(mask, tmp_path / "masks" / "t1_a.nii.gz")
+    truth = read_volume(real_dir / "labels_b.nii.gz")
+    write_volume(Volume(((truth.tensor > 0) * 255).to(torch.uint8), truth.affine, "t1_b"),
+                 tmp_path / "truth" / "t1_b.nii.gz")
+    out = tmp_path / "seg"
+    assert main(["train", "--task", "segmentation", "--data", str(real_dir / "t1_a.nii.gz"),
+                 "--labels", str(tmp_path / "masks"), "--config", str(tiny_yaml),
+                 "--out", str(out), *TINY]) == 0
+    card = json.loads((out / "card.json").read_text())
+    assert card["num_classes"] == 2 and card["label_values"] == [0, 255]
+    assert card["data"]["pairs"]["label_files"]["matched_by"] == "name"
+    predicted = tmp_path / "pred.nii.gz"
+    assert main(["apply", str(out), str(real_dir / "t1_b.nii.gz"), "--out", str(predicted)]) == 0
+    assert set(read_volume(predicted).tensor.unique().tolist()) <= {0.0, 255.0}
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--data", str(real_dir / "t1_b.nii.gz"), "--labels",
+                 str(tmp_path / "truth"), "--json"]) == 0
+    report = strict_json(capsys.readouterr().out)
+    assert set(report["mean"]) == {"dice_255", "hd95_255", "dice_mean"}
+    assert all(v is None or 0 <= v for v in report["mean"].values())
+    nulls = [k for k, v in report["mean"].items() if v is None]
+    assert len(report["notes"]) >= len(nulls)
+
+
+def test_evaluate_refuses_a_target_shifted_in_space_in_one_line(translator, real_dir, tmp_path,
+                                                                capsys):
+    target = read_volume(real_dir / "gm_b.nii.gz")
+    moved = target.affine.copy()
+    moved[:3, 3] += (50.0, 0.0, 0.0)
+    write_volume(Volume(target.tensor, moved, "t1_b"), tmp_path / "t1_b.nii.gz")
+    assert main(["evaluate", str(translator), "--data", str(real_dir / "t1_b.nii.gz"),
+                 "--target", str(tmp_path / "t1_b.nii.gz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "(origin" in err and "shape" not in err and "spacing" not in err
+    assert "not on the voxel grid of" in err
+
+
+def test_a_folder_with_two_dicom_series_is_one_line_naming_them(tmp_path, capsys,
+                                                                write_dicom_series):
+    array = (np.arange(6 * 12 * 10).reshape(6, 12, 10) % 500).astype(np.int16)
+    first = write_dicom_series(tmp_path / "study", array, (1.0, 1.0, 2.0), (0.0, 0.0, 0.0))
+    write_dicom_series(tmp_path / "study", array, (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), series=2)
+    assert main(["train", "--data", str(tmp_path / "study"), "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and first in err and "FOLDER::SERIES_UID" in err
+    assert not (tmp_path / "c").exists()

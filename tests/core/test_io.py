@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import gzip
-import time
 import warnings
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -150,35 +150,7 @@ def test_tiff_write_warns_that_orientation_is_lost(tmp_path):
     np.testing.assert_allclose(back.spacing, volume.spacing, rtol=1e-9)
 
 
-def write_dicom_series(folder, array, spacing, origin):
-    """As SimpleITK's "DICOM series from array" example: one file per slice, with tags."""
-    image = sitk.GetImageFromArray(array)  # array (k, j, i)
-    image.SetSpacing(spacing)
-    image.SetOrigin(origin)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    stamp = time.strftime("%Y%m%d"), time.strftime("%H%M%S")
-    uid = "1.2.826.0.1.3680043.2.1125." + stamp[0] + ".1" + stamp[1]
-    direction = image.GetDirection()
-    series_tags = [
-        ("0008|0031", stamp[1]), ("0008|0021", stamp[0]), ("0008|0008", "DERIVED\\SECONDARY"),
-        ("0020|000e", uid), ("0008|0060", "CT"), ("0018|0050", str(spacing[2])),
-        ("0020|0037", "\\".join(str(d) for d in (*direction[0:7:3], *direction[1:8:3]))),
-    ]
-    folder.mkdir()
-    for k in range(image.GetDepth()):
-        slice_ = image[:, :, k]
-        for tag, value in series_tags:
-            slice_.SetMetaData(tag, value)
-        position = image.TransformIndexToPhysicalPoint((0, 0, k))
-        slice_.SetMetaData("0020|0032", "\\".join(map(str, position)))
-        slice_.SetMetaData("0020|0013", str(k))
-        slice_.SetMetaData("0028|0030", f"{spacing[1]}\\{spacing[0]}")
-        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
-        writer.Execute(slice_)
-
-
-def test_read_dicom_series_folder(tmp_path):
+def test_read_dicom_series_folder(tmp_path, write_dicom_series):
     array = (ramp((6, 12, 10)) % 500).astype(np.int16)  # (k, j, i)
     folder = tmp_path / "series"
     write_dicom_series(folder, array, spacing=(0.6, 0.7, 2.5), origin=(5.0, -3.0, 12.0))
@@ -189,6 +161,99 @@ def test_read_dicom_series_folder(tmp_path):
     np.testing.assert_allclose(volume.spacing, (0.6, 0.7, 2.5), atol=1e-4)
     np.testing.assert_allclose(volume.affine[:3, 3], (-5.0, 3.0, 12.0), atol=1e-4)
     assert torch.equal(volume.tensor[0], torch.from_numpy(array.transpose().astype(np.float32)))
+
+
+def lps_to_ras(direction, spacing, origin) -> np.ndarray:
+    affine = np.eye(4)
+    affine[:3, :3] = np.asarray(direction).reshape(3, 3) * np.asarray(spacing)
+    affine[:3, 3] = origin
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+
+
+def test_oblique_dicom_series_keeps_its_exact_geometry(tmp_path, write_dicom_series):
+    array = (ramp((7, 12, 10)) % 300).astype(np.int16)
+    rotation = oblique_affine(spacing=(1, 1, 1))[:3, :3]
+    folder = tmp_path / "oblique"
+    write_dicom_series(folder, array, spacing=(0.6, 0.7, 2.5), origin=(5.0, -3.0, 12.0),
+                       direction=rotation.flatten().tolist())
+    volume = read_volume(folder)
+    expected = lps_to_ras(rotation, (0.6, 0.7, 2.5), (5.0, -3.0, 12.0))
+    np.testing.assert_allclose(volume.affine, expected, atol=1e-4)
+    assert torch.equal(volume.tensor[0], torch.from_numpy(array.transpose().astype(np.float32)))
+
+
+def test_dicom_series_with_missing_slices_is_refused_naming_the_gap(tmp_path,
+                                                                    write_dicom_series):
+    array = (ramp((8, 12, 10)) % 500).astype(np.int16)
+    folder = tmp_path / "gappy"
+    write_dicom_series(folder, array, spacing=(0.6, 0.7, 2.5), origin=(0.0, 0.0, 0.0),
+                       skip=(4, 5))
+    pattern = (r"gappy \(UID [0-9.]+\) has missing slices.*2\.5 mm apart.*"
+               r"s1_slice003\.dcm \(at 7\.5 mm\) and s1_slice006\.dcm \(at 15 mm\)"
+               r" are 7\.5 mm apart, about 2 missing.*"
+               r"irregular_series: resample")
+    with pytest.raises(DataError, match=pattern):
+        read_volume(folder)
+
+
+def test_irregular_dicom_series_is_resampled_only_when_asked(tmp_path, write_dicom_series):
+    k, j, i = np.meshgrid(np.arange(8), np.arange(12), np.arange(10), indexing="ij")
+    array = (100 * k + j + i).astype(np.int16)  # linear along the slices: interpolation is exact
+    folder = tmp_path / "gappy"
+    write_dicom_series(folder, array, spacing=(0.6, 0.7, 2.5), origin=(5.0, -3.0, 12.0),
+                       skip=(3,))
+    with pytest.warns(MedGANWarning, match=r"gappy.*irregular.*resampled onto a regular 2\.5 mm"):
+        volume = read_volume(folder, irregular_series="resample")
+    assert volume.tensor.shape == (1, 10, 12, 8)
+    np.testing.assert_allclose(volume.spacing, (0.6, 0.7, 2.5), atol=1e-4)
+    np.testing.assert_allclose(volume.affine[:3, 3], (-5.0, 3.0, 12.0), atol=1e-4)
+    np.testing.assert_allclose(volume.tensor[0].numpy(), array.transpose(), atol=1e-3)
+
+
+def test_folder_with_two_series_lists_them_and_reads_the_one_picked(tmp_path,
+                                                                   write_dicom_series):
+    array = (ramp((6, 12, 10)) % 500).astype(np.int16)
+    folder = tmp_path / "study"
+    first = write_dicom_series(folder, array, spacing=(0.6, 0.7, 2.5), origin=(0.0, 0.0, 0.0),
+                               description="T1 axial")
+    second = write_dicom_series(folder, array[:5] * 2, spacing=(0.6, 0.7, 3.0),
+                                origin=(0.0, 0.0, 0.0), series=2, description="T2 axial")
+    listing = (rf"study holds 2 DICOM series: .*{first} \(T1 axial, 6 slices\).*"
+               rf"{second} \(T2 axial, 5 slices\).*FOLDER::SERIES_UID")
+    for read in (read_volume, find_volume_files):
+        with pytest.raises(DataError, match=listing):
+            read(folder)
+    with pytest.raises(DataError, match=listing):
+        find_volume_files(tmp_path)  # a sub-folder with two series is refused as well
+    picked = f"{folder}::{second}"
+    assert find_volume_files([picked]) == [Path(picked)]
+    volume = read_volume(picked)
+    assert volume.name == "study" and volume.tensor.shape == (1, 10, 12, 5)
+    np.testing.assert_allclose(volume.spacing, (0.6, 0.7, 3.0), atol=1e-4)
+    assert torch.equal(volume.tensor[0], torch.from_numpy(2 * array[:5].transpose()).float())
+    with pytest.raises(DataError, match=rf"study holds no series 1\.2\.3; it holds: {first}"):
+        read_volume(f"{folder}::1.2.3")
+
+
+def test_a_stray_dicom_file_among_volumes_is_refused(tmp_path, write_dicom_series):
+    for name in ("a", "b"):
+        save_nifti(tmp_path / f"{name}.nii.gz", ramp(), np.eye(4))
+    write_dicom_series(tmp_path / "tmp", (ramp((2, 12, 10)) % 500).astype(np.int16),
+                       spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0))
+    (tmp_path / "tmp" / "s1_slice000.dcm").rename(tmp_path / "stray.dcm")
+    with pytest.raises(DataError, match=r"mixes 2 volume file\(s\) \(a\.nii\.gz, b\.nii\.gz\) "
+                                        r"with 1 DICOM file\(s\) \(stray\.dcm\)"):
+        find_volume_files(tmp_path)
+    with pytest.raises(DataError, match="mixes"):
+        read_volume(tmp_path)
+
+
+def test_rgb_nifti_is_called_colour_not_corrupt(tmp_path):
+    rgb = np.zeros((6, 7, 8), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    path = tmp_path / "photo.nii.gz"
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), str(path))
+    with pytest.raises(DataError, match=r"photo\.nii\.gz is an RGB \(colour\) NIfTI; one grey"):
+        read_volume(path)
 
 
 def test_find_volume_files_expands_folders_sorted(tmp_path):

@@ -154,3 +154,17 @@ def test_random_holes_come_from_the_task_generator_and_are_boxes_of_the_set_size
     assert bool((share >= 27 / 16**3).all()) and bool((share <= 3 * 512 / 16**3).all())
     config.train.seed = 1
     assert not torch.equal(InpaintingTask(config, torch.device("cpu")).random_holes(8, 16), first)
+
+
+def test_a_soft_mask_is_refused_alike_in_training_and_apply(trained, conditional_config,
+                                                            real_dir, tmp_path):
+    """One rule for hole masks (task_data.hole_mask): whole numbers, 0 keeps, above 0 fills."""
+    soft = api.read_volume(real_dir / "gm_b.nii.gz")  # probabilities in [0, 1]
+    path = str(write_volume(soft, tmp_path / "soft.nii.gz"))
+    rule = r"The mask .*soft\.nii\.gz holds values other than whole numbers.*threshold it first"
+    with pytest.raises(DataError, match=rule):
+        api.apply(trained["ckpt"], trained["file"], mask=path)
+    config = inpainting_config(conditional_config, steps=1, masks=[path])
+    with pytest.raises(DataError, match=rule):
+        list(api.train(config, tmp_path / "bad"))
+    assert not (tmp_path / "bad").exists()

@@ -51,7 +51,8 @@ def test_apply_refuses_other_tasks_and_channel_counts(translator, real_dir, tmp_
     with pytest.raises(ConfigError, match="only maps one way"):
         api.apply(translator, t1, reverse=True)
     small = write_volume(Volume(t1.tensor[:, :30].clone(), t1.affine, "gm"), tmp_path / "gm.nii")
-    with pytest.raises(DataError, match=r"target .*gm.nii \(shape \(30, 40, 40\)\) is not on"):
+    differs = r"target .*gm.nii \(shape \(30, 40, 40\) against \(40, 40, 40\)\) is not on"
+    with pytest.raises(DataError, match=differs):
         api.evaluate(translator, [real_dir / "t1_b.nii.gz"], target=[small])
 
 

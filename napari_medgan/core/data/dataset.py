@@ -19,10 +19,10 @@ import torchio as tio
 
 from ..errors import ConfigError, DataError, MedGANWarning
 from .io import check_volume, find_volume_files, read_volume
+from .pairs import check_same_grid, match_pairs, mm_text
 from .volume import Volume
 
 _SPACING_TOLERANCE_MM = 1e-3
-_AFFINE_TOLERANCE_MM = 1e-3
 
 
 @dataclass
@@ -44,26 +44,25 @@ def load_training_volumes(
     patch_size: int,
     masks: str | Path | Iterable[str | Path] | None = None,
     spacing_mismatch: str = "resample",
+    irregular_series: str = "refuse",
 ) -> TrainingData:
     """Read, check and align the training volumes (and masks) found under ``paths``.
 
     Volumes whose spacing differs from the first one's are resampled onto it with a
-    warning (``spacing_mismatch="resample"``) or refused (``"refuse"``).
+    warning (``spacing_mismatch="resample"``) or refused (``"refuse"``). DICOM series
+    with missing slices: see :func:`.series.read_series`.
     """
     if spacing_mismatch not in ("resample", "refuse"):
         raise ConfigError(f"spacing_mismatch is {spacing_mismatch!r}; choose resample or refuse.")
     files = find_volume_files(paths)
-    mask_files = find_volume_files(masks) if masks else None
-    if mask_files is not None and len(mask_files) != len(files):
-        raise DataError(
-            f"Got {len(files)} volume(s) but {len(mask_files)} mask(s); give one mask per "
-            f"volume, in the same order."
-        )
+    mask_pairing = match_pairs(files, masks, "mask") if masks else None
+    mask_files = mask_pairing.partners if mask_pairing else None
     volumes, volume_masks, resampled = [], [], []
     for index, file in enumerate(files):
-        volume = read_volume(file)
+        volume = read_volume(file, irregular_series=irregular_series)
         check_volume(volume, str(file))
-        mask = _read_mask(mask_files[index], volume, file) if mask_files else None
+        mask = (_read_mask(mask_files[index], volume, file, irregular_series) if mask_files
+                else None)
         if volumes and not np.allclose(volume.spacing, volumes[0].spacing,
                                        atol=_SPACING_TOLERANCE_MM):
             volume, mask = _match_spacing(volume, mask, file, files[0], volumes[0].spacing,
@@ -75,6 +74,7 @@ def load_training_volumes(
     summary = {
         "files": [str(f) for f in files],
         "masks": [str(f) for f in mask_files] if mask_files else None,
+        "pairs": {"masks": mask_pairing.record()} if mask_pairing else {},
         "shapes": [list(v.spatial_shape) for v in volumes],
         "spacings": [list(v.spacing) for v in volumes],
         "resampled": resampled,
@@ -82,19 +82,12 @@ def load_training_volumes(
     return TrainingData(volumes, volume_masks if mask_files else None, summary)
 
 
-def _read_mask(mask_file: Path, volume: Volume, volume_file: Path) -> torch.Tensor:
-    mask = read_volume(mask_file)
-    if mask.tensor.shape != volume.tensor.shape:
-        raise DataError(
-            f"The mask {mask_file} has shape {tuple(mask.tensor.shape)} but its volume "
-            f"{volume_file} has shape {tuple(volume.tensor.shape)}; they must match."
-        )
-    if not np.allclose(mask.affine, volume.affine, atol=_AFFINE_TOLERANCE_MM):
-        raise DataError(
-            f"The mask {mask_file} is not on the same grid (affine) as its volume "
-            f"{volume_file}; resample the mask onto the volume first."
-        )
-    binary = mask.tensor > 0
+def _read_mask(mask_file: Path, volume: Volume, volume_file: Path,
+               irregular_series: str) -> torch.Tensor:
+    mask = read_volume(mask_file, irregular_series=irregular_series)
+    check_same_grid(mask, volume, mask_file, volume_file, what="mask",
+                    advice="resample the mask onto the volume first")
+    binary = mask.tensor[:1] > 0
     if not binary.any():
         raise DataError(f"The mask {mask_file} is empty (no voxel is set); patches need a region.")
     return binary
@@ -109,7 +102,7 @@ def _match_spacing(
     policy: str,
 ) -> tuple[Volume, torch.Tensor | None]:
     """Resample ``volume`` (and its mask, nearest neighbour) onto ``spacing``, or refuse."""
-    ours, theirs = _mm(volume.spacing), _mm(spacing)
+    ours, theirs = mm_text(volume.spacing), mm_text(spacing)
     if policy == "refuse":
         raise DataError(
             f"{file} has voxel spacing {ours} but {first_file} has {theirs}; resample them to "
@@ -141,6 +134,3 @@ def _check_patch_fits(volumes: list[Volume], files: list[Path], patch_size: int)
                 f"{volume.spatial_shape}); {advice}."
             )
 
-
-def _mm(spacing: tuple[float, float, float]) -> str:
-    return " x ".join(f"{s:.4g}" for s in spacing) + " mm"

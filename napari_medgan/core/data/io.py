@@ -26,8 +26,10 @@ import numpy as np
 import tifffile
 import torch
 import torchio as tio
+from torchio.data.io import sitk_to_nib
 
-from ..errors import DataError, MedGANWarning, OutputExistsError
+from ..errors import DataError, MedGANError, MedGANWarning, OutputExistsError
+from . import series
 from .volume import Volume
 
 #: File suffix -> format name, for the formats :func:`read_volume` understands.
@@ -62,41 +64,50 @@ def suffix_of(path: str | Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
 
 
-def _stem(path: Path) -> str:
+def volume_name(path: str | Path) -> str:
+    """The name a volume read from ``path`` gets: the file name without its format suffix.
+
+    A DICOM series is named after its folder (also when picked as ``FOLDER::UID``).
+    """
+    path, uid = series.split_series_path(path)
+    if uid is not None or path.is_dir():
+        return path.name
     suffix = suffix_of(path)
-    return path.name[: -len(suffix)] if suffix else path.name
+    return path.name[: -len(suffix)] if suffix in FORMATS else path.name
 
 
 def is_dicom_series(folder: Path) -> bool:
-    """True if ``folder`` holds DICOM files: ``*.dcm`` or files with the ``DICM`` preamble."""
-    for child in folder.iterdir():
-        if child.name.startswith(".") or not child.is_file():
-            continue
-        if child.suffix.lower() == ".dcm":
-            return True
-        with open(child, "rb") as handle:
-            handle.seek(128)
-            if handle.read(4) == b"DICM":
-                return True
-    return False
+    """True if ``folder`` holds DICOM files; a folder that also holds volume files is refused."""
+    dicom = series.dicom_files(folder)
+    if dicom:
+        series.refuse_mixed_folder(folder, dicom, [
+            child for child in sorted(folder.iterdir())
+            if child.is_file() and not child.name.startswith(".") and suffix_of(child) in FORMATS
+        ])
+    return bool(dicom)
 
 
 def find_volume_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
     """Expand files and folders into the volumes they hold.
 
-    A file must have a supported suffix. A folder holding a DICOM series is one volume;
-    any other folder stands for its supported files and DICOM series sub-folders, sorted
+    A file must have a supported suffix. A folder holding one DICOM series is one volume
+    (a folder holding several is refused, listing them: pick one as ``FOLDER::UID``); any
+    other folder stands for its supported files and DICOM series sub-folders, sorted
     (hidden files are skipped).
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     found: list[Path] = []
     for path in map(Path, paths):
+        _, uid = series.split_series_path(path)
+        if uid is not None:
+            found.append(series.pick_series(path).path)
+            continue
         if not path.exists():
             raise DataError(f"{path} does not exist; check the path.")
         if path.is_dir():
             if is_dicom_series(path):
-                found.append(path)
+                found.append(series.pick_series(path).folder)
                 continue
             inside = [
                 child for child in sorted(path.iterdir())
@@ -108,6 +119,9 @@ def find_volume_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
                 raise DataError(
                     f"The folder {path} holds no volumes: looked for {_SUPPORTED_TEXT}."
                 )
+            for child in inside:
+                if child.is_dir():
+                    series.pick_series(child)  # one series per sub-folder, or say which
             found.extend(inside)
         elif suffix_of(path) in FORMATS:
             found.append(path)
@@ -118,17 +132,20 @@ def find_volume_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
     return found
 
 
-def read_volume(path: str | Path) -> Volume:
+def read_volume(path: str | Path, *, irregular_series: str = "refuse") -> Volume:
     """Read one volume as float32 ``(C, D, H, W)`` with its RAS affine.
 
-    ``path`` is a file with a supported suffix or a folder holding a DICOM series. The
-    volume's name is the file (or folder) name without its extension.
+    ``path`` is a file with a supported suffix, a folder holding one DICOM series, or
+    ``FOLDER::SERIES_UID`` for one series of a folder that holds several. A series with
+    missing slices or uneven spacing is refused unless ``irregular_series="resample"``
+    (see :func:`.series.read_series`). The volume's name is :func:`volume_name`.
     """
+    _, uid = series.split_series_path(path)
     path = Path(path)
-    if not path.exists():
+    if uid is None and not path.exists():
         raise DataError(f"{path} does not exist; check the path.")
-    if path.is_dir():
-        if not is_dicom_series(path):
+    if uid is not None or path.is_dir():
+        if uid is None and not is_dicom_series(path):
             raise DataError(f"The folder {path} is not a DICOM series; pass {_SUPPORTED_TEXT}.")
         kind = "DICOM series"
     elif suffix_of(path) in FORMATS:
@@ -136,19 +153,24 @@ def read_volume(path: str | Path) -> Volume:
     else:
         raise _unsupported(path)
     try:
-        if path.is_file() and suffix_of(path) in _TIFF:
+        if kind == "DICOM series":
+            image = series.read_series(series.pick_series(path), irregular_series)
+            data, affine = sitk_to_nib(image)
+            tensor = torch.from_numpy(np.ascontiguousarray(data))
+        elif suffix_of(path) in _TIFF:
             tensor, affine = _read_tiff(path)
-        elif path.is_file() and FORMATS[suffix_of(path)] == "NIfTI":
+        elif FORMATS[suffix_of(path)] == "NIfTI":
             tensor, affine = _read_nifti(path)
         else:
             tensor, affine = _read_torchio(path)
+    except MedGANError:
+        raise
     except Exception as err:  # every reader fails differently (RuntimeError, OSError, EOFError...)
         raise DataError(
             f"Could not read {path}: it may be truncated or corrupt, or not a {kind} "
             f"as its name says."
         ) from err
-    name = path.name if path.is_dir() else _stem(path)
-    return Volume(tensor.to(torch.float32).contiguous(), affine, name=name)
+    return Volume(tensor.to(torch.float32).contiguous(), affine, name=volume_name(path))
 
 
 def check_volume(volume: Volume, source: str) -> None:
@@ -228,6 +250,11 @@ def _read_torchio(path: Path) -> tuple[torch.Tensor, np.ndarray]:
 def _read_nifti(path: Path) -> tuple[torch.Tensor, np.ndarray]:
     """NIfTI axes ``(i, j, k, ...)``: anything after the three spatial axes becomes channels."""
     image = nib.load(path)
+    if image.get_data_dtype().names:  # RGB24 / RGBA32: a structured colour type
+        raise DataError(
+            f"{path} is an RGB (colour) NIfTI; one grey channel is needed: convert it to "
+            "greyscale first (e.g. keep one of its colour channels)."
+        )
     data = np.asarray(image.get_fdata(dtype=np.float32))
     spatial = (*data.shape, 1, 1)[:3]  # a 2D NIfTI gets a k axis of size 1
     channels_first = np.moveaxis(data.reshape(*spatial, -1), -1, 0)

@@ -9,7 +9,7 @@ cuts them at the same place; an unpaired target set gets a sampler of its own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,9 @@ import torch
 from ..config import Config
 from ..errors import DataError
 from .dataset import load_training_volumes
+from .io import check_volume
 from .normalize import IntensityNormalization, fit_normalization, normalize
-from .pairs import label_count, load_partner, match_pairs
+from .pairs import check_label_map, label_values, load_partner, match_pairs, to_classes
 from .patches import make_patch_sampler
 from .volume import Volume
 
@@ -43,8 +44,12 @@ class TaskData:
     normalizations: dict[str, IntensityNormalization]
     summary: dict[str, Any]
     reference: Volume  # the first volume: its spacing and axes describe the model's patches
-    num_classes: int = 0
+    label_values: list[int] = field(default_factory=list)  # class k is label value k
     mask_share: float = 1.0  # share of patches centred in sampling_masks
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_values)
 
 
 def load_task_data(config: Config, needs: TaskNeeds,
@@ -56,43 +61,49 @@ def load_task_data(config: Config, needs: TaskNeeds,
     d, patch = config.data, config.model.patch_size
     sampling = d.masks if d.masks and needs.masks == "sampling" else None
     images = load_training_volumes(d.paths, patch_size=patch, masks=sampling,
-                                   spacing_mismatch=d.spacing_mismatch)
+                                   spacing_mismatch=d.spacing_mismatch,
+                                   irregular_series=d.irregular_series)
     files = [Path(f) for f in images.summary["files"]]
     resampled = set(images.summary["resampled"])
     raw = {"image": [v.tensor for v in images.volumes]}
     affines = {"image": [v.affine for v in images.volumes]}
-    summary = dict(images.summary)
+    summary = dict(images.summary, pairs=dict(images.summary["pairs"]))
 
-    def partners(paths, what: str, key: str, labels: bool = False) -> list[Volume]:
-        found = match_pairs(files, paths, what)
-        summary[key] = [str(p) for p in found]
-        return [load_partner(p, image, f, what=what, labels=labels, follow=str(f) in resampled,
-                             resample=d.resample_pairs)
-                for p, image, f in zip(found, images.volumes, files, strict=True)]
+    def partners(paths, what: str, key: str, check, nearest: bool = False) -> list[Volume]:
+        pairing = match_pairs(files, paths, what)
+        summary[key] = [str(p) for p in pairing.partners]
+        summary["pairs"][key] = pairing.record()
+        return [load_partner(p, image, f, what=what, check=check, nearest=nearest,
+                             follow=str(f) in resampled, resample=d.resample_pairs,
+                             irregular_series=d.irregular_series)
+                for p, image, f in zip(pairing.partners, images.volumes, files, strict=True)]
 
     if needs.target and not d.targets:
         raise DataError(f"The {config.task} task needs target volumes: give --target PATH ...")
     if needs.target == "paired":
-        raw["target"] = [v.tensor for v in partners(d.targets, "target", "target_files")]
+        raw["target"] = [v.tensor for v in partners(d.targets, "target", "target_files",
+                                                    check_volume)]
     elif needs.target == "unpaired":
         targets = load_training_volumes(d.targets, patch_size=patch,
-                                        spacing_mismatch=d.spacing_mismatch)
+                                        spacing_mismatch=d.spacing_mismatch,
+                                        irregular_series=d.irregular_series)
         raw["target"] = [v.tensor for v in targets.volumes]
         affines["target"] = [v.affine for v in targets.volumes]
         summary["target_files"] = targets.summary["files"]
-    num_classes = 0
+    values: list[int] = []
     if needs.labels:
         if not d.labels:
             raise DataError(f"The {config.task} task needs label maps: give --labels PATH ...")
-        label_maps = partners(d.labels, "label map", "label_files", labels=True)
+        label_maps = partners(d.labels, "label map", "label_files", check_label_map,
+                              nearest=True)
         for volume, path in zip(label_maps, summary["label_files"], strict=True):
             if not bool((volume.tensor > 0).any()):
                 raise DataError(f"The label map {path} is empty (only background); a "
                                 "segmenter needs labelled voxels to learn from.")
-        raw["labels"] = [v.tensor for v in label_maps]
-        num_classes = label_count(label_maps)
+        values = label_values(label_maps)
+        raw["labels"] = [to_classes(v.tensor, values) for v in label_maps]
     if needs.masks == "holes" and d.masks:
-        holes = partners(d.masks, "mask", "mask_files", labels=True)
+        holes = partners(d.masks, "mask", "mask_files", hole_mask, nearest=True)
         raw["mask"] = [hole_mask(v, p) for v, p in zip(holes, summary["mask_files"], strict=True)]
 
     normalizations = saved or {}
@@ -111,12 +122,23 @@ def load_task_data(config: Config, needs: TaskNeeds,
     elif "mask" in raw:  # patches centred on holes
         sampling_masks = [mask > 0 for mask in raw["mask"]]
     return TaskData(roles, affines, sampling_masks, normalizations, summary,
-                    images.volumes[0], num_classes, mask_share)
+                    images.volumes[0], values, mask_share)
 
 
 def hole_mask(volume: Volume, source: object) -> torch.Tensor:
-    """The region to fill as a 0/1 ``(1, D, H, W)`` tensor; it must leave something around it."""
-    mask = (volume.tensor[:1] > 0).float()
+    """The region to fill as a 0/1 ``(1, D, H, W)`` tensor; it must leave something around it.
+
+    The one rule for hole masks, in training and in apply: whole numbers, 0 to keep and
+    anything above 0 to fill. A soft mask (probabilities) is refused rather than cut at
+    an arbitrary threshold.
+    """
+    values = volume.tensor[:1]
+    if not torch.isfinite(values).all() or not torch.equal(values, values.round()) \
+            or bool((values < 0).any()):
+        raise DataError(f"The mask {source} holds values other than whole numbers >= 0 (a soft "
+                        "or probability mask?); a hole mask is 0 to keep and 1 (or any whole "
+                        "number above 0) to fill: threshold it first, e.g. mask > 0.5.")
+    mask = (values > 0).float()
     if not bool(mask.any()):
         raise DataError(f"The mask {source} is empty: it marks no region to fill.")
     if bool(mask.all()):

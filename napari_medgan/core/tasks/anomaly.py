@@ -31,9 +31,10 @@ from typing import Any
 import torch
 
 from ..config import Config
+from ..data.pairs import check_same_grid
 from ..data.task_data import TaskNeeds
 from ..data.volume import Volume
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from ..metrics import auprc, auroc, best_threshold_dice
 from ..nets.dcgan import DCGANEncoder3D
 from .base import NextBatch
@@ -166,13 +167,8 @@ class AnomalyTask(SynthesisTask):
         """AUROC, AUPRC and best-threshold Dice of the map against ``mask > 0``; the
         volume's score (mean of the top 1 % of the map) and the map's mean."""
         lesion = truth["mask"]
-        name = lesion.name or "the lesion mask"
-        if tuple(lesion.tensor.shape[1:]) != tuple(result.tensor.shape[1:]):
-            raise DataError(
-                f"The lesion mask {name} (shape {tuple(lesion.tensor.shape[1:])}) is not on the "
-                f"grid of the volume it marks (shape {tuple(result.tensor.shape[1:])}); "
-                "resample it onto the volume."
-            )
+        check_same_grid(lesion, result, lesion.name or "", "the volume it marks",
+                        what="lesion mask", advice="resample it onto the volume")
         scores = result.tensor[0].float()
         positive = lesion.tensor[0] > 0
         dice, threshold = best_threshold_dice(scores, positive, n_thresholds=None)

@@ -44,6 +44,8 @@ class Task:
         self.device = device
         self.channels = channels
         self.num_classes = num_classes
+        # The label value of each class (the card's label_values; class k is value k by default)
+        self.label_values: list[int] = list(range(num_classes))
         self.nets: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.preview_input: dict[str, torch.Tensor] | None = None  # see keep_for_preview

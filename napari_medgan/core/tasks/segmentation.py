@@ -8,12 +8,11 @@ pairs: real = (image, one-hot of the true labels), fake = (image, softmax of ``S
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
 from ..config import Config
+from ..data.pairs import check_label_map
 from ..data.task_data import TaskNeeds
 from ..data.volume import Volume
 from ..errors import DataError
@@ -98,11 +97,15 @@ class SegmentationTask(Task):
         return logits.float().softmax(1)
 
     def score(self, result: Volume, truth: dict[str, Volume]) -> dict[str, float]:
-        """Dice and HD95 (mm, from the true label map's spacing) for labels 1 … K−1."""
+        """Dice and HD95 (mm, from the true label map's spacing) per label value but 0.
+
+        ``result`` and the truth hold label values (0/255 stays 0/255), so the scores are
+        named by value: ``dice_255``.
+        """
         reference = truth["labels"]
-        true = self._check_truth(reference, result)
+        true = self._check_truth(reference)
         predicted = result.tensor[0].long()
-        labels = list(range(1, self.num_classes))
+        labels = self.label_values[1:]
         dice = dice_per_label(predicted, true, labels)
         hd95 = hd95_per_label(predicted, true, labels, spacing=reference.spacing)
         scores = {f"dice_{k}": dice[k] for k in labels}
@@ -111,34 +114,24 @@ class SegmentationTask(Task):
         return scores
 
     def check_truth(self, truth: dict[str, Volume]) -> None:
-        self._check_truth(truth["labels"], truth["input"])
+        self._check_truth(truth["labels"])
 
-    def _check_truth(self, reference: Volume, result: Volume) -> torch.Tensor:
-        """The true label map as ``(D, H, W)`` class indices, or a DataError that names it."""
+    def _check_truth(self, reference: Volume) -> torch.Tensor:
+        """The true label map as ``(D, H, W)`` label values, or a DataError that names it.
+
+        Its grid is checked against the volume's by ``api.evaluate``, as in training.
+        """
         name = reference.name or "the true label map"
-        tensor = reference.tensor
-        if tensor.shape[0] != 1:
-            raise DataError(f"The label map {name} has {tensor.shape[0]} channels; give one "
-                            "integer label per voxel.")
-        if tuple(tensor.shape[1:]) != tuple(result.tensor.shape[1:]):
-            raise DataError(f"The label map {name} (shape {tuple(tensor.shape[1:])}) is not on "
-                            f"the grid of the volume it should describe (shape "
-                            f"{tuple(result.tensor.shape[1:])}); resample it onto the volume.")
-        if not torch.isfinite(tensor).all() or not torch.equal(tensor, tensor.round()):
+        check_label_map(reference, name)
+        unknown = sorted(set(reference.tensor.unique().long().tolist()) - set(self.label_values))
+        if unknown:
             raise DataError(
-                f"The label map {name} holds non-integer values; a label map gives each voxel "
-                "a whole-number class (0 = background). Was an intensity image given as labels?"
+                f"The label map {name} holds label {unknown[0]}, but the model knows only "
+                f"{self.num_classes} classes (label values "
+                f"{', '.join(map(str, self.label_values))}); evaluate it against label maps "
+                "with the labels it was trained on."
             )
-        low, high = float(tensor.min()), float(tensor.max())
-        if low < 0:
-            raise DataError(f"The label map {name} holds negative labels; use 0, 1, 2, ...")
-        if high >= self.num_classes:
-            raise DataError(
-                f"The label map {name} holds label {math.floor(high)}, but the model knows "
-                f"only {self.num_classes} classes (0 … {self.num_classes - 1}); evaluate it "
-                "against label maps with the classes it was trained on."
-            )
-        return tensor[0].long()
+        return reference.tensor[0].long()
 
     @torch.no_grad()
     def preview(self) -> torch.Tensor:
