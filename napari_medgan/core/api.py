@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .card import require_model_fields
 from .checkpoint import load_checkpoint, patch_affine
 from .config import Config, load_config, save_config
 from .data.dataset import load_training_volumes
@@ -84,7 +85,7 @@ class Model:
 
     @property
     def patch_size(self) -> int:
-        return int(self.card["patch_size"])
+        return self.card["patch_size"]
 
 
 def train(
@@ -97,7 +98,7 @@ def train(
 def load_model(path: str | Path, *, device: str = "auto", expect_task: str | None = None) -> Model:
     """Rebuild the nets a checkpoint's card describes and load its weights (no unpickling)."""
     checkpoint = load_checkpoint(path)
-    card = checkpoint.card
+    card = checkpoint.card  # checked against the card schema as it was read
     try:
         config = Config.from_dict(card["config"], source=f"the card of {path}")
         task_class = get_task_class(card["task"])
@@ -107,9 +108,10 @@ def load_model(path: str | Path, *, device: str = "auto", expect_task: str | Non
         raise CheckpointError(
             f"Checkpoint {path} holds a {card['task']!r} model; this needs a {expect_task!r} model."
         )
-    task = task_class(config, resolve_device(device), channels=int(card.get("channels", 1)),
-                      num_classes=int(card.get("num_classes", 0)))
-    task.load_weights(checkpoint.weights, checkpoint.path)
+    require_model_fields(card, path, ("image", "target") if task_class.needs.target
+                         else ("image",))
+    task = task_class.restore(config, resolve_device(device), card.get("channels", 1),
+                              card.get("num_classes", 0), checkpoint)
     normalizations = {role: IntensityNormalization.from_dict(record)
                       for role, record in card["normalizations"].items()}
     return Model(checkpoint.path, card, task.eval(), normalizations)
