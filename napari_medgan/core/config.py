@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -202,11 +203,27 @@ def load_config(path: str | Path) -> Config:
     if not path.is_file():
         raise ConfigError(f"Config file {path} does not exist.")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=_loader()) or {}
     except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as err:
         problem = "it is nested too deeply" if isinstance(err, RecursionError) else err
         raise ConfigError(f"Config file {path} is not valid YAML/JSON: {problem}") from err
     return Config.from_dict(raw, source=f"config file {path}")
+
+
+def _loader() -> type:
+    """PyYAML's safe loader, reading ``1e-4`` as a number as JSON and YAML 1.2 do (PyYAML
+    follows YAML 1.1, where only ``1.0e-4`` is one, and ``lr_g: 1e-4`` would be text)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_NUMBER,
+                                 list("-+0123456789."))
+    return Loader
+
+
+_EXPONENT_NUMBER = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)[eE][-+]?\d+$")
 
 
 def save_config(config: Config, path: str | Path) -> None:

@@ -79,11 +79,8 @@ def _conform(value: Any, annotation: Any, field: str, ranges: Ranges, limit: Ran
             choices = ", ".join(map(str, args))
             raise SchemaViolation(f"{field} is {_SHORT.repr(value)}; choose one of {choices}.")
         return value
-    if annotation in (bool, int, float, str):
-        value = _scalar(value, annotation, field)
-        if limit is not None and annotation in (int, float) and value not in limit:
-            raise SchemaViolation(f"{field} must be {limit}, got {value}.")
-        return value
+    if annotation in _SCALARS:
+        return _scalar(value, annotation, field, limit)
     if origin in (tuple, list):
         return _sequence(value, annotation, field, ranges, limit)
     if origin is dict:
@@ -97,7 +94,10 @@ def _conform(value: Any, annotation: Any, field: str, ranges: Ranges, limit: Ran
     raise TypeError(f"no schema rule for {annotation!r} (field {field})")
 
 
-def _scalar(value: Any, kind: type, field: str) -> Any:
+_SCALARS = (bool, int, float, str)
+
+
+def _scalar(value: Any, kind: type, field: str, limit: Range | None) -> Any:
     if kind is str and isinstance(value, os.PathLike):
         return os.fspath(value)
     if kind is bool or kind is str:
@@ -105,25 +105,15 @@ def _scalar(value: Any, kind: type, field: str) -> Any:
             raise _wrong(value, kind, field)
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        hint = ""
-        if isinstance(value, str) and _reads_as_number(value):
-            hint = " (read as text: YAML wants a dot in a number, e.g. 1.0e-4, not 1e-4)"
-        raise SchemaViolation(f"{field} must be a number, got {_SHORT.repr(value)}{hint}.")
+        raise SchemaViolation(f"{field} must be a number, got {_SHORT.repr(value)}.")
     if not math.isfinite(value):
         raise SchemaViolation(f"{field} must be a finite number, got {value}.")
-    if kind is int:
-        if isinstance(value, float) and not value.is_integer():
-            raise SchemaViolation(f"{field} must be a whole number, got {value!r}.")
-        return int(value)
-    return float(value)
-
-
-def _reads_as_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise SchemaViolation(f"{field} must be a whole number, got {value!r}.")
+    value = kind(value)
+    if limit is not None and value not in limit:
+        raise SchemaViolation(f"{field} must be {limit}, got {value}.")
+    return value
 
 
 def _sequence(value: Any, annotation: Any, field: str, ranges: Ranges,
@@ -141,8 +131,15 @@ def _sequence(value: Any, annotation: Any, field: str, ranges: Ranges,
         raise _wrong(value, annotation, field)
     else:
         items = list(args)
-    converted = [_conform(item, kind, f"{field}[{index}]", ranges, limit)
-                 for index, (item, kind) in enumerate(zip(value, items, strict=True))]
+    converted = None
+    if items and all(kind is items[0] for kind in items) and items[0] in _SCALARS:
+        try:  # fast path for long lists of numbers (a card's loss history)
+            converted = [_scalar(item, items[0], field, limit) for item in value]
+        except SchemaViolation:
+            pass  # the loop below names the element
+    if converted is None:
+        converted = [_conform(item, kind, f"{field}[{index}]", ranges, limit)
+                     for index, (item, kind) in enumerate(zip(value, items, strict=True))]
     return converted if get_origin(annotation) is list else tuple(converted)
 
 
