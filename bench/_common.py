@@ -23,9 +23,8 @@ def machine() -> str:
 
 def real_volume_file() -> str:
     """The shipped MNI152 T1, written once to a temporary NIfTI file."""
-    from napari_medgan.core.data.samples import sample_volume
-
     from napari_medgan.core.data.io import write_volume
+    from napari_medgan.core.data.samples import sample_volume
 
     path = Path(tempfile.gettempdir()) / "medgan-bench-mni152_t1.nii.gz"
     if not path.exists():

@@ -296,7 +296,7 @@ def evaluate_synthesis(model: Model, data: list[str | Path], *, n: int = 64,
     synthetic = model.task.sample(n, seed=seed).cpu()  # normalised, as the real patches below
     held_out = _foreground_patches(model, data, n, seed + 1)
     notes = []
-    training_files = [f for f in model.card["data"].get("files", []) if Path(f).exists()]
+    training_files = [f for f in model.card.get("data", {}).get("files", []) if Path(f).exists()]
     training = None
     if training_files:
         training = _foreground_patches(model, training_files, max(4 * n, 256), seed + 2)

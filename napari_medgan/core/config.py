@@ -107,7 +107,7 @@ class Config:
         unknown = set(raw) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ConfigError(
-                f"{source} has unknown section(s) {sorted(unknown)}; "
+                f"{source} has unknown section(s) {sorted(map(str, unknown))}; "
                 "expected 'task', 'data', 'model' and 'train'."
             )
         config = cls(**raw)  # raw values as read: validate checks and converts each one

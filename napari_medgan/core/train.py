@@ -96,9 +96,10 @@ def train(
         warnings.warn(note, MedGANWarning, stacklevel=2)
     if not resumed:
         torch.manual_seed(config.train.seed)
-    if resumed and data.num_classes != resumed.card.get("num_classes", 0):
+    saved_classes = resumed.card.get("num_classes", 0) if resumed else 0
+    if resumed and data.num_classes != saved_classes:
         raise ConfigError(
-            f"Can't resume {resume}: its model segments {resumed.card['num_classes']} classes "
+            f"Can't resume {resume}: its model segments {saved_classes} classes "
             f"but these label maps hold {data.num_classes}; train a new model for these labels."
         )
     channels = data.roles["image"][0].shape[0]
