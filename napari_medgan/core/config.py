@@ -167,7 +167,6 @@ class Config:
 
 AT_LEAST_ONE = Range(1)
 NOT_NEGATIVE = Range(0)
-SHARE = Range(0, 1)
 # widths far beyond any 3D GAN: a typo (an extra 0) is refused before memory is asked for
 WIDTH = Range(1, 4096)
 RANGES = {
@@ -187,7 +186,7 @@ RANGES = {
     **{(TrainConfig, name): NOT_NEGATIVE for name in ("gp_weight", "adversarial_weight",
                                                       "l1_weight", "cycle_weight",
                                                       "identity_weight")},
-    (TrainConfig, "encoder_fraction"): SHARE,
+    (TrainConfig, "encoder_fraction"): Range(0, 1),
     (TrainConfig, "ema_decay"): Range(0, 1, high_inclusive=False),
     (TrainConfig, "seed"): Range(0, 2**32 - 1),
     (TrainConfig, "preview_every"): AT_LEAST_ONE,

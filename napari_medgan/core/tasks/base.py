@@ -53,6 +53,7 @@ class Task:
         self.nets: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.preview_input: dict[str, torch.Tensor] | None = None  # see keep_for_preview
+        # no Generator lives on the meta device, where restore() sizes the nets
         self.rng = torch.Generator(device="cpu" if device.type == "meta" else device)
         self.rng.manual_seed(config.train.seed)
         on_cuda = device.type == "cuda"
