@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .card import require_model_fields
 from .checkpoint import load_checkpoint, patch_affine
 from .config import Config, load_config, save_config
 from .data.dataset import load_training_volumes
@@ -85,7 +86,7 @@ class Model:
 
     @property
     def patch_size(self) -> int:
-        return int(self.card["patch_size"])
+        return self.card["patch_size"]
 
 
 def train(
@@ -98,7 +99,7 @@ def train(
 def load_model(path: str | Path, *, device: str = "auto", expect_task: str | None = None) -> Model:
     """Rebuild the nets a checkpoint's card describes and load its weights (no unpickling)."""
     checkpoint = load_checkpoint(path)
-    card = checkpoint.card
+    card = checkpoint.card  # checked against the card schema as it was read
     try:
         config = Config.from_dict(card["config"], source=f"the card of {path}")
         task_class = get_task_class(card["task"])
@@ -108,10 +109,11 @@ def load_model(path: str | Path, *, device: str = "auto", expect_task: str | Non
         raise CheckpointError(
             f"Checkpoint {path} holds a {card['task']!r} model; this needs a {expect_task!r} model."
         )
-    task = task_class(config, resolve_device(device), channels=int(card.get("channels", 1)),
-                      num_classes=int(card.get("num_classes", 0)))
+    require_model_fields(card, path, ("image", "target") if task_class.needs.target
+                         else ("image",))
+    task = task_class.restore(config, resolve_device(device), card.get("channels", 1),
+                              card.get("num_classes", 0), checkpoint)
     task.label_values = [int(v) for v in card.get("label_values", task.label_values)]
-    task.load_weights(checkpoint.weights, checkpoint.path)
     normalizations = {role: IntensityNormalization.from_dict(record)
                       for role, record in card["normalizations"].items()}
     return Model(checkpoint.path, card, task.eval(), normalizations)
@@ -304,7 +306,7 @@ def evaluate_synthesis(model: Model, data: list[str | Path], *, n: int = 64,
     synthetic = model.task.sample(n, seed=seed).cpu()  # normalised, as the real patches below
     held_out = _foreground_patches(model, data, n, seed + 1)
     notes = []
-    training_files = [f for f in model.card["data"].get("files", []) if Path(f).exists()]
+    training_files = [f for f in model.card.get("data", {}).get("files", []) if Path(f).exists()]
     training = None
     if training_files:
         training = _foreground_patches(model, training_files, max(4 * n, 256), seed + 2)

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,14 +21,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .card import check_card
 from .errors import CheckpointError
 
 CARD_FILE = "card.json"
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "training_state.safetensors"
-FORMAT_VERSION = 1
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".tar")
-CARD_KEYS = ("format_version", "task", "config", "step")
 MISMATCH = "card and weights don't belong together."
 
 
@@ -133,30 +133,25 @@ def _file_given_message(path: Path) -> str:
 
 
 def read_card(path: str | Path) -> dict[str, Any]:
-    """The card alone: cheap enough for listing checkpoints in a face."""
+    """The card alone, checked against its schema (:mod:`.card`): cheap enough for listing
+    checkpoints in a face."""
     folder = _locate(Path(path))
     card_path = folder / CARD_FILE
     if not card_path.is_file():
         raise CheckpointError(
             f"Checkpoint {path} has no {CARD_FILE}; it is incomplete or not a medgan checkpoint."
         )
+    return check_card(_parse_json(card_path.read_bytes(), card_path), card_path)
+
+
+def _parse_json(text: bytes | str, source: Path) -> Any:
     try:
-        card = json.loads(card_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        problem = "nested too deeply" if isinstance(err, RecursionError) else err
         raise CheckpointError(
-            f"{card_path} is not valid JSON ({err}); the checkpoint is damaged."
+            f"{source} is not valid JSON ({problem}); the checkpoint is damaged."
         ) from err
-    if not isinstance(card, dict) or any(key not in card for key in CARD_KEYS):
-        missing = [key for key in CARD_KEYS if not isinstance(card, dict) or key not in card]
-        raise CheckpointError(
-            f"{card_path} lacks {', '.join(missing)}; it is not a medgan checkpoint card."
-        )
-    if card["format_version"] > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} was written by a newer napari-medgan (format {card['format_version']}); "
-            "upgrade to load it."
-        )
-    return card
 
 
 def load_checkpoint(path: str | Path, *, with_training_state: bool = False) -> Checkpoint:
@@ -170,7 +165,7 @@ def load_checkpoint(path: str | Path, *, with_training_state: bool = False) -> C
         from safetensors import safe_open
 
         with safe_open(str(state_path), framework="pt") as handle:
-            meta = json.loads((handle.metadata() or {}).get("training_meta", "{}"))
+            meta = _parse_json((handle.metadata() or {}).get("training_meta", "{}"), state_path)
     return Checkpoint(folder, card, weights, state, meta)
 
 
@@ -189,27 +184,32 @@ def load_state_strict(
     module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str, source: Path
 ) -> None:
     """Load ``prefix.*`` tensors into ``module``, naming any key or shape that disagrees."""
-    own = module.state_dict()
     part = {
         key[len(prefix) + 1 :]: value
         for key, value in tensors.items()
         if key.startswith(prefix + ".")
     }
-    missing = sorted(set(own) - set(part))
-    unexpected = sorted(set(part) - set(own))
+    check_shapes({f"{prefix}.{key}": value.shape for key, value in module.state_dict().items()},
+                 {f"{prefix}.{key}": value.shape for key, value in part.items()}, source)
+    module.load_state_dict(part)
+
+
+def check_shapes(expected: dict[str, Sequence[int]], found: dict[str, Sequence[int]],
+                 source: Path) -> None:
+    """Refuse weights ``found`` whose names or shapes differ from the nets' ``expected``."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
     if missing or unexpected:
         raise CheckpointError(
-            f"{source}: the weights of {prefix} don't match the net its card describes "
+            f"{source}: the weights in {WEIGHTS_FILE} don't match the nets its card describes "
             f"(missing {missing[:3]}, unexpected {unexpected[:3]}); {MISMATCH}"
         )
-    for key, value in part.items():
-        if value.shape != own[key].shape:
+    for key, shape in found.items():
+        if tuple(shape) != tuple(expected[key]):
             raise CheckpointError(
-                f"{source}: tensor {prefix}.{key} has shape {tuple(value.shape)} in "
-                f"{WEIGHTS_FILE} but {tuple(own[key].shape)} in the net its card describes; "
-                f"{MISMATCH}"
+                f"{source}: tensor {key} has shape {tuple(shape)} in {WEIGHTS_FILE} but "
+                f"{tuple(expected[key])} in the net its card describes; {MISMATCH}"
             )
-    module.load_state_dict(part)
 
 
 def optimizer_to_tensors(

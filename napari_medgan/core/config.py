@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .errors import ConfigError
+from .schema import Range, SchemaViolation, conform
 
-MODALITIES = ("auto", "ct", "mr")
-SAMPLERS = ("device", "queue")
-LOSSES = ("auto", "nonsaturating", "hinge", "lsgan", "wgan-gp")
+Modality = Literal["auto", "ct", "mr"]
+Loss = Literal["auto", "nonsaturating", "hinge", "lsgan", "wgan-gp"]
 # what "auto" means per task: each task's published recipe
 TASK_LOSSES = {"anomaly": "wgan-gp", "cycle": "lsgan"}
-UPSAMPLING = ("transpose", "resize")
 
 
 @dataclass
@@ -32,13 +32,17 @@ class DataConfig:
     labels: list[str] = field(default_factory=list)  # label maps (segmentation)
     label_share: float = 0.5  # share of patches centred on labelled voxels; the rest anywhere
     resample_pairs: bool = False  # bring partners on another grid onto their volume's grid
-    modality: str = "auto"  # "ct" (HU window), "mr" (percentiles) or "auto" (guess per data set)
-    target_modality: str = "auto"  # the same, for the targets
+    # "ct" (HU window), "mr" (percentiles) or "auto" (guess per data set)
+    modality: Modality = "auto"
+    target_modality: Modality = "auto"  # the same, for the targets
     ct_window: tuple[float, float] = (-1000.0, 1000.0)
     mr_percentiles: tuple[float, float] = (0.5, 99.5)
-    spacing_mismatch: str = "resample"  # "resample" onto the first volume's spacing, or "refuse"
-    irregular_series: str = "refuse"  # DICOM series with missing slices: "refuse" or "resample"
-    sampler: str = "device"  # "device": volumes on the training device; "queue": torchio Queue
+    # "resample" onto the first volume's spacing, or "refuse"
+    spacing_mismatch: Literal["resample", "refuse"] = "resample"
+    # DICOM series with missing slices: "refuse" or "resample"
+    irregular_series: Literal["refuse", "resample"] = "refuse"
+    # "device": volumes on the training device; "queue": torchio Queue
+    sampler: Literal["device", "queue"] = "device"
     samples_per_volume: int = 16  # queue sampler only
     queue_length: int = 256  # queue sampler only
 
@@ -52,11 +56,13 @@ class ModelConfig:
     g_channels: int = 32  # generator width at full resolution; doubles per level down
     d_channels: int = 32  # discriminator width at full resolution; doubles per level down
     max_channels: int = 256
-    upsample: str = "transpose"  # "resize": interpolate + conv, against checkerboard artefacts
+    # "resize": interpolate + conv, against checkerboard artefacts
+    upsample: Literal["transpose", "resize"] = "transpose"
     spectral_norm: bool = False  # spectral normalisation in the discriminator
     unet_channels: tuple[int, ...] = (16, 32, 64, 128)  # U-Net widths per level, finest first
     patchgan_channels: int = 32  # PatchGAN width of its first layer
-    d_norm: str = "auto"  # discriminator normalisation: "batch", "none"; auto: none for wgan-gp
+    # discriminator normalisation: "batch", "none"; auto: none for wgan-gp
+    d_norm: Literal["auto", "batch", "none"] = "auto"
 
 
 @dataclass
@@ -68,7 +74,7 @@ class TrainConfig:
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
-    loss: str = "auto"  # "auto": wgan-gp for anomaly, lsgan for cycle, else nonsaturating
+    loss: Loss = "auto"  # "auto": wgan-gp for anomaly, lsgan for cycle, else nonsaturating
     n_critic: int = 0  # discriminator steps per generator step; 0: 5 for wgan-gp, else 1
     gp_weight: float = 10.0
     adversarial_weight: float = 1.0  # conditional tasks: weight of the adversarial term
@@ -80,7 +86,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
     amp: bool = True  # bfloat16 autocast; CUDA only
-    channels_last: str = "auto"  # channels_last_3d memory layout: "auto" (= on), "on", "off"
+    # channels_last_3d memory layout: "auto" (= on), "on", "off"
+    channels_last: Literal["auto", "on", "off"] = "auto"
     preview_every: int = 50
     checkpoint_every: int = 100
 
@@ -99,69 +106,46 @@ class Config:
     def from_dict(cls, raw: dict[str, Any], source: str = "the config") -> Config:
         if not isinstance(raw, dict):
             raise ConfigError(f"{source} must be a mapping of sections, got {type(raw).__name__}.")
-        sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
-        unknown = set(raw) - {"task", *sections}
+        unknown = set(raw) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ConfigError(
-                f"{source} has unknown section(s) {sorted(unknown)}; "
-                f"expected 'task' and {sorted(sections)}."
+                f"{source} has unknown section(s) {sorted(map(str, unknown))}; "
+                "expected 'task', 'data', 'model' and 'train'."
             )
-        built = {
-            name: _section(kind, raw.get(name, {}), f"{source} [{name}]")
-            for name, kind in sections.items()
-        }
-        config = cls(task=str(raw.get("task", "synthesis")), **built)
-        config.validate()
+        config = cls(**raw)  # raw values as read: validate checks and converts each one
+        config.validate(source)
         return config
 
-    def validate(self) -> None:
-        """Refuse settings that can't work, before any data is read."""
-        _choice("data.modality", self.data.modality, MODALITIES)
-        _choice("data.target_modality", self.data.target_modality, MODALITIES)
-        _choice("data.sampler", self.data.sampler, SAMPLERS)
-        _choice("data.spacing_mismatch", self.data.spacing_mismatch, ("resample", "refuse"))
-        _choice("data.irregular_series", self.data.irregular_series, ("refuse", "resample"))
-        _choice("train.loss", self.train.loss, LOSSES)
-        _choice("model.upsample", self.model.upsample, UPSAMPLING)
-        _choice("train.channels_last", self.train.channels_last, ("auto", "on", "off"))
-        _choice("model.d_norm", self.model.d_norm, ("auto", "batch", "none"))
+    def validate(self, source: str | None = None) -> None:
+        """Check every field's type and range, then the settings that can't go together,
+        before any data is read. ``source`` (a file) is named in the message."""
+        where = f"{source}: " if source else ""
+        try:
+            conform(self, Config, "", RANGES)  # converts in place: lists to tuples, 10.0 to 10
+        except SchemaViolation as err:
+            raise ConfigError(f"{where}{err}") from None
         if self.loss == "wgan-gp" and self.model.d_norm == "batch":
             raise ConfigError(
-                "The wgan-gp loss can't be used with model.d_norm: batch (batch statistics "
-                "break the gradient penalty); use d_norm: none or auto."
+                f"{where}The wgan-gp loss can't be used with model.d_norm: batch (batch "
+                "statistics break the gradient penalty); use d_norm: none or auto."
             )
-        if not 0.0 < self.data.label_share <= 1.0:
-            raise ConfigError(f"data.label_share must be in (0, 1], got {self.data.label_share}.")
         lo, hi = self.data.ct_window
         if not lo < hi:
             raise ConfigError(
-                f"data.ct_window must be (low, high) with low < high, got {lo}, {hi}."
+                f"{where}data.ct_window must be (low, high) with low < high, got {lo}, {hi}."
             )
         plo, phi = self.data.mr_percentiles
         if not 0 <= plo < phi <= 100:
             raise ConfigError(
-                f"data.mr_percentiles must satisfy 0 <= low < high <= 100, got {plo}, {phi}."
+                f"{where}data.mr_percentiles must satisfy 0 <= low < high <= 100, "
+                f"got {plo}, {phi}."
             )
         p = self.model.patch_size
-        if p < 8 or p & (p - 1):
+        if p & (p - 1):
             raise ConfigError(
-                f"Patch size {p} is not supported: use a power of two from 8 to 128 "
+                f"{where}Patch size {p} is not supported: use a power of two from 8 to 128 "
                 "(e.g. 16, 32, 64)."
             )
-        for name in (
-            "steps",
-            "batch_size",
-            "latent_dim",
-            "g_channels",
-            "d_channels",
-            "preview_every",
-            "checkpoint_every",
-        ):
-            section = self.train if hasattr(self.train, name) else self.model
-            if getattr(section, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(section, name)}.")
-        if not 0.0 <= self.train.ema_decay < 1.0:
-            raise ConfigError(f"train.ema_decay must be in [0, 1), got {self.train.ema_decay}.")
 
     @property
     def loss(self) -> str:
@@ -183,41 +167,33 @@ class Config:
         return 5 if self.loss == "wgan-gp" else 1
 
 
-def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{name} is {value!r}; choose one of {', '.join(allowed)}.")
-
-
-def _section(kind: type, raw: Any, source: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source} must be a mapping, got {type(raw).__name__}.")
-    fields = {f.name: f for f in dataclasses.fields(kind)}
-    unknown = set(raw) - set(fields)
-    if unknown:
-        raise ConfigError(
-            f"{source} has unknown key(s) {sorted(unknown)}; known: {sorted(fields)}."
-        )
-    values = {}
-    for key, value in raw.items():
-        default = getattr(kind(), key)
-        if isinstance(default, tuple):
-            value = tuple(value)
-        elif isinstance(default, list):
-            value = [str(v) for v in value]
-        elif isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ConfigError(f"{source}.{key} must be true or false, got {value!r}.")
-        elif isinstance(default, (int, float)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{source}.{key} must be a number, got {value!r}.")
-            if isinstance(default, int):
-                if isinstance(value, float) and not value.is_integer():
-                    raise ConfigError(f"{source}.{key} must be a whole number, got {value!r}.")
-                value = int(value)
-            else:
-                value = float(value)
-        values[key] = value
-    return kind(**values)
+AT_LEAST_ONE = Range(1)
+NOT_NEGATIVE = Range(0)
+# widths far beyond any 3D GAN: a typo (an extra 0) is refused before memory is asked for
+WIDTH = Range(1, 4096)
+RANGES = {
+    (DataConfig, "label_share"): Range(0, 1, low_inclusive=False),
+    (DataConfig, "samples_per_volume"): AT_LEAST_ONE,
+    (DataConfig, "queue_length"): AT_LEAST_ONE,
+    (ModelConfig, "patch_size"): Range(8, 128),
+    **{(ModelConfig, name): WIDTH for name in ("latent_dim", "g_channels", "d_channels",
+                                               "max_channels", "unet_channels",
+                                               "patchgan_channels")},
+    (TrainConfig, "steps"): AT_LEAST_ONE,
+    (TrainConfig, "batch_size"): AT_LEAST_ONE,
+    (TrainConfig, "lr_g"): Range(0, low_inclusive=False),
+    (TrainConfig, "lr_d"): Range(0, low_inclusive=False),
+    (TrainConfig, "betas"): Range(0, 1, high_inclusive=False),
+    (TrainConfig, "n_critic"): NOT_NEGATIVE,
+    **{(TrainConfig, name): NOT_NEGATIVE for name in ("gp_weight", "adversarial_weight",
+                                                      "l1_weight", "cycle_weight",
+                                                      "identity_weight")},
+    (TrainConfig, "encoder_fraction"): Range(0, 1),
+    (TrainConfig, "ema_decay"): Range(0, 1, high_inclusive=False),
+    (TrainConfig, "seed"): Range(0, 2**32 - 1),
+    (TrainConfig, "preview_every"): AT_LEAST_ONE,
+    (TrainConfig, "checkpoint_every"): AT_LEAST_ONE,
+}
 
 
 def load_config(path: str | Path) -> Config:
@@ -228,10 +204,27 @@ def load_config(path: str | Path) -> Config:
     if not path.is_file():
         raise ConfigError(f"Config file {path} does not exist.")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"Config file {path} is not valid YAML/JSON: {err}") from err
+        raw = yaml.load(path.read_text(), Loader=_loader()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as err:
+        problem = "it is nested too deeply" if isinstance(err, RecursionError) else err
+        raise ConfigError(f"Config file {path} is not valid YAML/JSON: {problem}") from err
     return Config.from_dict(raw, source=f"config file {path}")
+
+
+def _loader() -> type:
+    """PyYAML's safe loader, reading ``1e-4`` as a number as JSON and YAML 1.2 do (PyYAML
+    follows YAML 1.1, where only ``1.0e-4`` is one, and ``lr_g: 1e-4`` would be text)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_NUMBER,
+                                 list("-+0123456789."))
+    return Loader
+
+
+_EXPONENT_NUMBER = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)[eE][-+]?\d+$")
 
 
 def save_config(config: Config, path: str | Path) -> None:

@@ -104,17 +104,19 @@ def train(
                 f"maps hold {data.num_classes} (label values {known} against "
                 f"{data.label_values}); train a new model for these labels."
             )
-    task = task_class(config, device, channels=data.roles["image"][0].shape[0],
-                      num_classes=data.num_classes)
+    channels = data.roles["image"][0].shape[0]
+    if resumed:
+        task = task_class.restore(config, device, channels, data.num_classes, resumed)
+    else:
+        task = task_class(config, device, channels, data.num_classes)
     task.label_values = data.label_values
     batches = BatchSource(data, config, device)
     step, history = 0, {}
     if resumed:
-        task.load_weights(resumed.weights, resumed.path)
         task.load_training_state(resumed.training_state, resumed.training_meta["task"])
         batches.load_state_dict({k[len("sampler."):]: v for k, v in
                                  resumed.training_state.items() if k.startswith("sampler.")})
-        step = int(resumed.card["step"])
+        step = resumed.card["step"]
         history = {k: list(v) for k, v in resumed.training_meta.get("history", {}).items()}
     card = _card(config, task, data)
     run = _Run(task, batches, out, card, history, (resumed.path, step) if resumed else None)

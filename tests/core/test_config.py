@@ -1,6 +1,11 @@
+import dataclasses
+from pathlib import Path
+
 import pytest
 
-from napari_medgan.core.config import Config, load_config, save_config
+from napari_medgan.cli import main
+from napari_medgan.core import api
+from napari_medgan.core.config import RANGES, Config, load_config, save_config
 from napari_medgan.core.errors import ConfigError
 
 
@@ -76,3 +81,81 @@ def test_config_files_that_are_missing_or_not_yaml(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(tmp_path / "list.yaml")
+
+
+# (YAML text of a config file, the field its error must name)
+BAD_FIELDS = {
+    "unet_channels an int": ("model: {unet_channels: 16}", "model.unet_channels"),
+    "unet_channels empty": ("model: {unet_channels: []}", "model.unet_channels"),
+    "unet_channels zero": ("model: {unet_channels: [8, 0]}", "model.unet_channels[1]"),
+    "ct_window one value": ("data: {ct_window: [1]}", "data.ct_window"),
+    "betas one value": ("train: {betas: [0.5]}", "train.betas"),
+    "betas of 1": ("train: {betas: [0.5, 1.0]}", "train.betas[1]"),
+    "negative lr_g": ("train: {lr_g: -1}", "train.lr_g"),
+    "zero lr_d": ("train: {lr_d: 0}", "train.lr_d"),
+    "paths a string": ("data: {paths: scans/brain.nii.gz}", "data.paths"),
+    "paths of numbers": ("data: {paths: [1, 2]}", "data.paths[0]"),
+    "zero patch": ("model: {patch_size: 0}", "model.patch_size"),
+    "negative channels": ("model: {g_channels: -4}", "model.g_channels"),
+    "absurd latent_dim": ("model: {latent_dim: 4398046511104}", "model.latent_dim"),
+    "zero batch": ("train: {batch_size: 0}", "train.batch_size"),
+    "label_share above 1": ("data: {label_share: 1.5}", "data.label_share"),
+    "encoder_fraction below 0": ("train: {encoder_fraction: -0.1}", "train.encoder_fraction"),
+    "negative n_critic": ("train: {n_critic: -1}", "train.n_critic"),
+    "negative weight": ("train: {l1_weight: -100}", "train.l1_weight"),
+    "not-a-number weight": ("train: {gp_weight: .nan}", "train.gp_weight"),
+    "zero queue": ("data: {queue_length: 0}", "data.queue_length"),
+    "modality a list": ("data: {modality: [ct]}", "data.modality"),
+    "task a number": ("task: 3", "task"),
+    "section a string": ("train: fast", "train"),
+    "amp a word": ("train: {amp: maybe}", "train.amp"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FIELDS)
+def test_a_wrong_type_or_range_names_the_field_and_the_file(tmp_path, capsys, real_dir, case):
+    text, field = BAD_FIELDS[case]
+    path = tmp_path / "bad config.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(ConfigError) as caught:
+        api.load_config(path)
+    message = str(caught.value)
+    assert field in message and str(path) in message
+    code = main(["train", "--config", str(path), "--data", str(real_dir / "t1_a.nii.gz"),
+                 "--out", str(tmp_path / "ckpt")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and field in err and str(path) in err
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_values_set_in_code_are_checked_and_converted_too():
+    config = Config()
+    config.model.unet_channels = [8, 16]  # a list, as a face's widget gives it
+    config.data.paths = [Path("a.nii.gz")]
+    config.validate()
+    assert config.model.unet_channels == (8, 16) and config.data.paths == ["a.nii.gz"]
+    config.data.paths = "a.nii.gz"
+    with pytest.raises(ConfigError, match="data.paths must be a list of strings"):
+        config.validate()
+
+
+def test_exponent_numbers_are_numbers_and_quoted_ones_text(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train: {lr_g: 1e-4, lr_d: 3E-5, steps: 1e3}\n")
+    config = load_config(path)
+    assert (config.train.lr_g, config.train.lr_d, config.train.steps) == (1e-4, 3e-5, 1000)
+    path.write_text("train: {lr_g: '1e-4'}\n")
+    with pytest.raises(ConfigError, match="train.lr_g must be a number, got '1e-4'"):
+        load_config(path)
+
+
+def test_a_config_nested_absurdly_deep_is_one_error(tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text("train: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_config(path)
+
+
+def test_every_range_names_a_real_field():
+    for (section, name), _ in RANGES.items():
+        assert name in {f.name for f in dataclasses.fields(section)}, (section, name)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 import torch
 
 from ..errors import CheckpointError, ConfigError, DataError
+from ..schema import Range, SchemaViolation, conform
 
 #: torch.quantile refuses inputs above 2**24 elements; a random subsample this big pins
 #: percentiles to about 1e-4 of the distribution, far below what normalisation needs.
@@ -43,13 +44,27 @@ class IntensityNormalization:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> IntensityNormalization:
         try:
-            return cls(str(raw["modality"]), float(raw["low"]), float(raw["high"]),
-                       tuple(float(p) for p in raw.get("percentiles", (0.5, 99.5))))
-        except (KeyError, TypeError, ValueError) as err:
+            return cls(**conform(raw, NormalizationRecord, "the record", RECORD_RANGES))
+        except SchemaViolation as err:
             raise CheckpointError(
-                f"The intensity normalisation record {raw!r} is incomplete or malformed "
-                f"({err}); the checkpoint card may be damaged."
-            ) from err
+                f"An intensity normalisation record is incomplete or malformed: {err} "
+                "The checkpoint card may be damaged."
+            ) from None
+
+
+class _RecordFields(TypedDict):
+    modality: Literal["ct", "mr"]
+    low: float
+    high: float
+
+
+class NormalizationRecord(_RecordFields, total=False):
+    """:meth:`IntensityNormalization.to_dict` as the card holds it."""
+
+    percentiles: tuple[float, float]
+
+
+RECORD_RANGES = {(NormalizationRecord, "percentiles"): Range(0, 100)}
 
 
 def percentiles(tensor: torch.Tensor, q: Sequence[float]) -> list[float]:

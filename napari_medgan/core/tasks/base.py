@@ -10,7 +10,13 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..checkpoint import load_state_strict, optimizer_from_tensors, optimizer_to_tensors
+from ..checkpoint import (
+    Checkpoint,
+    check_shapes,
+    load_state_strict,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+)
 from ..config import Config
 from ..data.task_data import TaskNeeds
 from ..data.volume import Volume
@@ -49,7 +55,8 @@ class Task:
         self.nets: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.preview_input: dict[str, torch.Tensor] | None = None  # see keep_for_preview
-        self.rng = torch.Generator(device=device)
+        # no Generator lives on the meta device, where restore() sizes the nets
+        self.rng = torch.Generator(device="cpu" if device.type == "meta" else device)
         self.rng.manual_seed(config.train.seed)
         on_cuda = device.type == "cuda"
         self.use_amp = config.train.amp and on_cuda and torch.cuda.is_bf16_supported()
@@ -134,6 +141,24 @@ class Task:
             for name, net in self.nets.items()
             for key, value in net.state_dict().items()
         }
+
+    @classmethod
+    def restore(cls, config: Config, device: torch.device, channels: int, num_classes: int,
+                checkpoint: Checkpoint) -> Task:
+        """The task with a checkpoint's weights loaded.
+
+        The nets are first built on the meta device, which allocates nothing, and their
+        tensor shapes compared with the weights': a card that asks for other (or absurd)
+        sizes is refused before any memory is taken.
+        """
+        with torch.device("meta"):
+            planned = cls(config, torch.device("meta"), channels, num_classes)
+        check_shapes({key: value.shape for key, value in planned.weights().items()},
+                     {key: value.shape for key, value in checkpoint.weights.items()},
+                     checkpoint.path)
+        task = cls(config, device, channels, num_classes)
+        task.load_weights(checkpoint.weights, checkpoint.path)
+        return task
 
     def load_weights(self, tensors: dict[str, torch.Tensor], source: Path) -> None:
         for name, net in self.nets.items():
