@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from napari_medgan.cli import main
+from napari_medgan.cli import EXIT_STOPPED, main
 
 MEDGAN = str(Path(sys.executable).with_name("medgan"))
 TINY = ["--patch", "16", "--batch", "2", "--device", "cpu"]
@@ -135,7 +135,7 @@ def test_ctrl_c_stops_with_a_checkpoint_and_resume_finishes(real_dir, tiny_yaml,
             proc.send_signal(signal.SIGINT)
             break
     rest = [json.loads(line) for line in proc.stdout]
-    assert proc.wait(timeout=60) == 0
+    assert proc.wait(timeout=60) == EXIT_STOPPED
     stopped = rest[-1]
     assert stopped["event"] == "stopped" and stopped["checkpoint"] == str(out)
     step = stopped["step"]

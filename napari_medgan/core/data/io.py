@@ -14,6 +14,7 @@ their own metadata.
 
 from __future__ import annotations
 
+import errno
 import os
 import uuid
 import warnings
@@ -27,7 +28,8 @@ import tifffile
 import torch
 import torchio as tio
 
-from ..errors import DataError, MedGANWarning, OutputExistsError
+from ..errors import DataError, MedGANWarning, OutputError
+from ..output import check_output, discard
 from .volume import Volume
 
 #: File suffix -> format name, for the formats :func:`read_volume` understands.
@@ -112,7 +114,7 @@ def find_volume_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
         elif suffix_of(path) in FORMATS:
             found.append(path)
         else:
-            raise _unsupported(path)
+            raise unsupported_suffix(path)
     if not found:
         raise DataError("No input volumes were given.")
     return found
@@ -134,7 +136,7 @@ def read_volume(path: str | Path) -> Volume:
     elif suffix_of(path) in FORMATS:
         kind = FORMATS[suffix_of(path)] + " file"
     else:
-        raise _unsupported(path)
+        raise unsupported_suffix(path)
     try:
         if path.is_file() and suffix_of(path) in _TIFF:
             tensor, affine = _read_tiff(path)
@@ -182,35 +184,79 @@ def check_volume(volume: Volume, source: str) -> None:
 def write_volume(volume: Volume, path: str | Path, *, overwrite: bool = False) -> Path:
     """Write ``volume`` with its geometry; the suffix picks the format.
 
-    The file appears complete or not at all (written to a temporary name in the same
-    folder, then renamed), and an existing file is kept unless ``overwrite``.
+    The output place is checked first (:func:`~napari_medgan.core.output.check_output`).
+    The file appears complete or not at all: it is written to a temporary name in the
+    same folder, read back (shape and geometry; a short write fails to decode), and only
+    then renamed over ``path``. An existing file is kept unless ``overwrite``, and after
+    a failed write it is still the previous file.
     """
-    path = Path(path)
-    suffix = suffix_of(path)
-    if suffix not in WRITE_SUFFIXES:
-        raise _unsupported(path, writing=True)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(
-            f"{path} already exists; choose another name or allow overwriting."
-        )
+    path = check_output(path, kind="volume", overwrite=overwrite)
+    kept = "the previous file is intact" if path.exists() else "nothing was written"
     # The temporary name keeps the real suffix: the writers pick the format from it.
-    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{suffix}"
+    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{suffix_of(path)}"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tensor = volume.tensor.detach().cpu()
-        if suffix in _TIFF:
-            _write_tiff(tensor, volume.affine, temporary, path)
-        else:
-            tio.ScalarImage(tensor=tensor, affine=volume.affine).save(temporary)
+        _write(volume, temporary, path)
+        _verify(temporary, volume, path)
         os.replace(temporary, path)
-    except Exception as err:
-        raise DataError(f"Could not write {path}: {err}") from err
+    except OSError as err:
+        raise OutputError(f"Could not write {path} ({err.strerror or err}); {kept}.") from err
+    except Exception as err:  # every writer fails differently (RuntimeError, ImageFileError...)
+        raise OutputError(f"Could not write {path} ({err}); {kept}.") from err
     finally:
-        temporary.unlink(missing_ok=True)
+        discard(temporary)
     return path
 
 
-def _unsupported(path: Path, *, writing: bool = False) -> DataError:
+def _write(volume: Volume, temporary: Path, path: Path) -> None:
+    tensor = volume.tensor.detach().cpu()
+    suffix = suffix_of(path)
+    if suffix in _TIFF:
+        _write_tiff(tensor, volume.affine, temporary, path)
+    elif FORMATS[suffix] == "NIfTI":
+        _write_nifti(tensor, volume.affine, temporary)
+    else:
+        tio.ScalarImage(tensor=tensor, affine=volume.affine).save(temporary)
+
+
+def _write_nifti(tensor: torch.Tensor, affine: np.ndarray, temporary: Path) -> None:
+    """nibabel keeps the affine in the sform exactly, shear included (SimpleITK would
+    orthogonalise it); channels go after the three spatial axes, as :func:`_read_nifti` reads.
+    """
+    array = tensor.numpy()
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    elif array.dtype == np.int64:  # NIfTI readers widely refuse 64-bit integers
+        array = array.astype(np.int32)
+    array = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
+    image = nib.Nifti1Image(np.ascontiguousarray(array), np.asarray(affine, dtype=np.float64))
+    image.header.set_xyzt_units("mm")
+    nib.save(image, temporary)
+
+
+def _verify(temporary: Path, volume: Volume, path: Path) -> None:
+    """Read the written file back: a short or failed write must not be renamed into place."""
+    if temporary.stat().st_size == 0:
+        raise OSError(errno.ENOSPC, "the file came out empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            back = read_volume(temporary)
+    except DataError as err:
+        raise OSError(errno.EIO, "the written file does not read back whole") from err
+    if back.tensor.shape != volume.tensor.shape:
+        raise OSError(errno.EIO, f"the written file reads back with shape "
+                                 f"{tuple(back.tensor.shape)}, not {tuple(volume.tensor.shape)}")
+    if suffix_of(path) in _TIFF:  # a TIFF keeps only the voxel size
+        same = np.allclose(back.spacing, volume.spacing, rtol=1e-4)
+    else:
+        same = np.allclose(back.affine, volume.affine, atol=1e-3)
+    if not same:
+        raise OSError(errno.EIO, "the written file reads back with another geometry")
+
+
+def unsupported_suffix(path: Path, *, writing: bool = False) -> DataError:
+    """The error for a file type we don't read (or, ``writing``, don't write)."""
     supported = ", ".join(WRITE_SUFFIXES) + "." if writing else _SUPPORTED_TEXT + "."
     return DataError(
         f"{path} has an unsupported file type {suffix_of(path) or '(no extension)'!r}; "
