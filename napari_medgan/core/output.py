@@ -19,15 +19,17 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+import uuid
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal
 
 from .errors import CheckpointError, OutputError, OutputExistsError
 
-#: ``checkpoint``: a folder ``medgan train`` writes; ``volume``: one volume file;
-#: ``folder``: a folder that receives new files (``synthesize``), each checked as a volume.
-OutputKind = Literal["checkpoint", "volume", "folder"]
+#: ``checkpoint``: a folder ``medgan train`` writes; ``volume``: one volume file (a suffix
+#: we write); ``file``: any other single file (a config); ``folder``: a folder that
+#: receives new files (``synthesize``), each checked as a volume.
+OutputKind = Literal["checkpoint", "volume", "file", "folder"]
 PROBE_BYTES = 4096
 
 
@@ -71,8 +73,8 @@ def check_output(
             _require_checkpoint(path)
         elif not path.is_file():
             raise OutputError(
-                f"{path} is a folder, not a volume file; --overwrite replaces only a file of "
-                "the same kind. Choose another output."
+                f"{path} is a folder, not a file; --overwrite replaces only a file of the same "
+                "kind. Choose another output."
             )
     probe(path if kind == "folder" else path.parent, expected_bytes, path)
     return path
@@ -86,7 +88,7 @@ def _refuse_inputs(path: Path, place: Path, kind: OutputKind,
         source = Path(given).resolve()
         if source == place:
             raise OutputError(f"{path} is one of the inputs; write the output somewhere else.")
-        if kind != "volume" and source.is_relative_to(place):
+        if kind in ("checkpoint", "folder") and source.is_relative_to(place):
             raise OutputError(
                 f"{path} holds the input {given}; it is never replaced: give --out a new name."
             )
@@ -165,6 +167,31 @@ def _size(count: float) -> str:
         count /= 1024
         units.pop(0)
     return f"{count:.0f} bytes" if units[0] == "bytes" else f"{count:.1f} {units[0]}"
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
+    """Put a file at ``path`` complete or not at all.
+
+    ``write(temporary)`` fills a temporary file beside ``path`` (its name ends with
+    ``path``'s name, so writers that pick the format from the suffix still can) and
+    raises if what it wrote is not whole; only then is it renamed over ``path``. A
+    failure leaves the previous file as it was, and the error says so.
+    """
+    kept = "the previous file is intact" if path.exists() else "nothing was written"
+    temporary = path.parent / f".{uuid.uuid4().hex[:8]}.tmp-{path.name}"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(temporary)
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as err:
+        raise OutputError(f"Could not write {path} ({err.strerror or err}); {kept}.") from err
+    except Exception as err:  # every writer fails differently (RuntimeError, ImageFileError...)
+        raise OutputError(f"Could not write {path} ({err}); {kept}.") from err
+    finally:
+        discard(temporary)
+    return path
 
 
 def discard(path: Path) -> None:

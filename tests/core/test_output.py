@@ -131,6 +131,16 @@ def test_write_sample_names_the_flag_and_checks_before_loading(tmp_path, monkeyp
     assert target.read_bytes() == b"mine"
 
 
+def test_a_saved_config_never_replaces_a_file_unasked(tmp_path):
+    target = tmp_path / "settings.yaml"
+    target.write_text("mine")
+    with pytest.raises(OutputExistsError, match="settings.yaml already exists"):
+        api.save_config(api.Config(), target)
+    assert target.read_text() == "mine"
+    api.save_config(api.Config(), target, overwrite=True)
+    assert api.load_config(target) == api.Config()
+
+
 # --- verified writes ----------------------------------------------------------------------
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import os
-import uuid
 import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
@@ -28,8 +27,8 @@ import tifffile
 import torch
 import torchio as tio
 
-from ..errors import DataError, MedGANWarning, OutputError
-from ..output import check_output, discard
+from ..errors import DataError, MedGANWarning
+from ..output import check_output, write_atomically
 from .volume import Volume
 
 #: File suffix -> format name, for the formats :func:`read_volume` understands.
@@ -191,21 +190,12 @@ def write_volume(volume: Volume, path: str | Path, *, overwrite: bool = False) -
     a failed write it is still the previous file.
     """
     path = check_output(path, kind="volume", overwrite=overwrite)
-    kept = "the previous file is intact" if path.exists() else "nothing was written"
-    # The temporary name keeps the real suffix: the writers pick the format from it.
-    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{suffix_of(path)}"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write_verified(temporary: Path) -> None:
         _write(volume, temporary, path)
         _verify(temporary, volume, path)
-        os.replace(temporary, path)
-    except OSError as err:
-        raise OutputError(f"Could not write {path} ({err.strerror or err}); {kept}.") from err
-    except Exception as err:  # every writer fails differently (RuntimeError, ImageFileError...)
-        raise OutputError(f"Could not write {path} ({err}); {kept}.") from err
-    finally:
-        discard(temporary)
-    return path
+
+    return write_atomically(path, write_verified)
 
 
 def _write(volume: Volume, temporary: Path, path: Path) -> None:
