@@ -123,7 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     warnings.simplefilter("default")
     warnings.showwarning = _show_warning
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C outside training
+    # Ctrl-C and SIGTERM abort with one line, even where the shell started us ignoring
+    # SIGINT (a script's background job); train replaces these with its stop handler.
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return _COMMANDS[args.command](args)
     except MedGANError as err:
@@ -138,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_ABORTED
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _interrupt(signum, frame) -> None:

@@ -88,7 +88,7 @@ def _refuse_inputs(path: Path, place: Path, kind: OutputKind,
         source = Path(given).resolve()
         if source == place:
             raise OutputError(f"{path} is one of the inputs; write the output somewhere else.")
-        if kind in ("checkpoint", "folder") and source.is_relative_to(place):
+        if kind == "checkpoint" and source.is_relative_to(place):  # replaced as a whole
             raise OutputError(
                 f"{path} holds the input {given}; it is never replaced: give --out a new name."
             )

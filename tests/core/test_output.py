@@ -118,6 +118,8 @@ def test_a_volume_is_never_written_over_an_input_or_into_a_series_folder(tmp_pat
         api.check_output(scan, kind="volume", overwrite=True, inputs=[scan])
     with pytest.raises(OutputError, match="inside the input folder"):
         api.check_output(series / "out.nii.gz", kind="volume", inputs=[series])
+    # new files beside an input are fine: `medgan synthesize ckpt --out .`
+    assert api.check_output(tmp_path, kind="folder", inputs=[series]) == tmp_path
     with pytest.raises(DataError, match="unsupported file type '.png'"):
         api.check_output(tmp_path / "res.png", kind="volume")
 

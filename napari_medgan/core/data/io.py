@@ -216,8 +216,10 @@ def _write_nifti(tensor: torch.Tensor, affine: np.ndarray, temporary: Path) -> N
     array = tensor.numpy()
     if array.dtype == np.bool_:
         array = array.astype(np.uint8)
-    elif array.dtype == np.int64:  # NIfTI readers widely refuse 64-bit integers
-        array = array.astype(np.int32)
+    elif array.dtype == np.float16:  # NIfTI has no half floats
+        array = array.astype(np.float32)
+    elif array.dtype == np.int64 and array.size and np.abs(array).max() < 2**31:
+        array = array.astype(np.int32)  # many NIfTI readers refuse 64-bit integers
     array = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
     image = nib.Nifti1Image(np.ascontiguousarray(array), np.asarray(affine, dtype=np.float64))
     image.header.set_xyzt_units("mm")
@@ -242,7 +244,8 @@ def _verify(temporary: Path, volume: Volume, path: Path) -> None:
     else:
         same = np.allclose(back.affine, volume.affine, atol=1e-3)
     if not same:
-        raise OSError(errno.EIO, "the written file reads back with another geometry")
+        raise OSError(errno.EIO, f"a {suffix_of(path)} file can't hold this volume's "
+                                 "orientation exactly; write .nii.gz")
 
 
 def unsupported_suffix(path: Path, *, writing: bool = False) -> DataError:
