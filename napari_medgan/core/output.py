@@ -16,6 +16,7 @@ result, so a long run is never lost at the end:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -24,7 +25,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal
 
-from .errors import CheckpointError, OutputError, OutputExistsError
+from .errors import CheckpointError, MedGANError, OutputError, OutputExistsError
 
 #: ``checkpoint``: a folder ``medgan train`` writes; ``volume``: one volume file (a suffix
 #: we write); ``file``: any other single file (a config); ``folder``: a folder that
@@ -185,6 +186,8 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
         with open(temporary, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+    except MedGANError:
+        raise
     except OSError as err:
         raise OutputError(f"Could not write {path} ({err.strerror or err}); {kept}.") from err
     except Exception as err:  # every writer fails differently (RuntimeError, ImageFileError...)
@@ -196,10 +199,8 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
 
 def discard(path: Path) -> None:
     """Remove a temporary file or folder of ours; a failure here never hides the real error."""
-    try:
+    with contextlib.suppress(OSError):
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
-    except OSError:
-        pass
