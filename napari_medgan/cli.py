@@ -1,8 +1,10 @@
 """``medgan``: the command line face, for batch and cluster work and for Slicer's background runs.
 
-A user error prints one line and exits with code 2 (``--debug`` shows the
-traceback). ``train --events jsonl`` prints one JSON object per event on stdout
-and nothing else there; otherwise a progress bar goes to stderr.
+Exit codes: 0 finished; 2 a user error, in one line (``--debug`` shows the traceback);
+3 stopped on request (Ctrl-C, SIGTERM) after writing the checkpoint; 130 aborted (a second
+Ctrl-C, or Ctrl-C outside training), with one line. This face calls the core's api only.
+``train --events jsonl`` prints one JSON object per event on stdout and nothing else
+there; otherwise a progress bar goes to stderr.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 from . import __version__
 
 EXIT_USER_ERROR = 2
+EXIT_STOPPED = 3
+EXIT_ABORTED = 130
 FORMATS = ("nii.gz", "nrrd", "tif")
 
 
@@ -119,6 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     warnings.simplefilter("default")
     warnings.showwarning = _show_warning
+    # Ctrl-C and SIGTERM abort with one line, even where the shell started us ignoring
+    # SIGINT (a script's background job); train replaces these with its stop handler.
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return _COMMANDS[args.command](args)
     except MedGANError as err:
@@ -126,6 +133,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"medgan: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("medgan: aborted; files written before stay, nothing is half-written",
+              file=sys.stderr)
+        return EXIT_ABORTED
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -137,12 +157,11 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def _train_config(args: argparse.Namespace):
     from .core import api
-    from .core.checkpoint import read_card
 
     if args.config:
         config = api.load_config(args.config)
     elif args.resume:
-        config = api.Config.from_dict(read_card(args.resume)["config"], source=args.resume)
+        config = api.Config.from_dict(api.read_card(args.resume)["config"], source=args.resume)
     else:
         config = api.Config()
     overrides = {
@@ -174,30 +193,28 @@ def _train_config(args: argparse.Namespace):
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .core import api
-    from .core.errors import OutputExistsError
 
     config = _train_config(args)
     out = Path(args.out)
-    continuing = args.resume and Path(args.resume).resolve() == out.resolve()
-    if out.exists() and not (args.overwrite or continuing):
-        raise OutputExistsError(
-            f"{out} already exists; choose another --out, add --overwrite to replace it, "
-            f"or continue it with --resume {out}."
-        )
-    stop = threading.Event()
+    events = api.train(config, out, resume=args.resume, overwrite=args.overwrite,
+                       stop=(stop := threading.Event()))
+    if args.events == "jsonl":  # the preview file beside the checkpoint follows its rule
+        continuing = args.resume and Path(args.resume).resolve() == out.resolve()
+        api.check_output(_preview_path(out), kind="volume",
+                         overwrite=args.overwrite or continuing,
+                         inputs=api.training_inputs(config))
     previous = {
         sig: signal.signal(sig, _stop_handler(stop)) for sig in (signal.SIGINT, signal.SIGTERM)
     }
     try:
-        events = api.train(config, out, stop=stop, resume=args.resume)
         if args.events == "jsonl":
-            _print_events(events, out)
+            last = _print_events(events, out)
         else:
-            _progress_bar(events)
+            last = _progress_bar(events)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return 0
+    return EXIT_STOPPED if last == "stopped" else 0
 
 
 def _stop_handler(stop: threading.Event):
@@ -215,23 +232,32 @@ def _stop_handler(stop: threading.Event):
     return handle
 
 
-def _print_events(events, out: Path) -> None:
-    from .core.data.io import write_volume
+def _preview_path(out: Path) -> Path:
+    return out.with_name(f"{out.name}-preview.nii.gz")
 
-    preview_path = out.with_name(f"{out.name}-preview.nii.gz")
+
+def _print_events(events, out: Path) -> str:
+    """Print each event as one JSON line; return the last event's kind."""
+    from .core import api
+
+    kind = ""
     for event in events:
         record = event.to_json()
         if event.preview is not None:
-            write_volume(event.preview, preview_path, overwrite=True)
-            record["preview"] = str(preview_path)
+            record["preview"] = str(api.write_volume(event.preview, _preview_path(out),
+                                                     overwrite=True))
         print(json.dumps(record), flush=True)
+        kind = event.kind
+    return kind
 
 
-def _progress_bar(events) -> None:
+def _progress_bar(events) -> str:
+    """Show a progress bar on stderr; return the last event's kind."""
     from tqdm import tqdm
 
-    bar = None
+    bar, kind = None, ""
     for event in events:
+        kind = event.kind
         if event.kind == "start":
             bar = tqdm(
                 total=event.total,
@@ -246,20 +272,19 @@ def _progress_bar(events) -> None:
         else:
             bar.close()
             print(f"medgan: {event.message}; checkpoint: {event.checkpoint}", file=sys.stderr)
+    return kind
 
 
 def _cmd_synthesize(args: argparse.Namespace) -> int:
     from .core import api
-    from .core.errors import OutputExistsError
 
     out = Path(args.out)
+    patch = int(api.read_card(args.checkpoint)["patch_size"])
+    api.check_output(out, kind="folder", inputs=[args.checkpoint],
+                     expected_bytes=args.n * 4 * patch**3)
     targets = [out / f"synth_{i:03d}.{args.format}" for i in range(args.n)]
-    existing = [t for t in targets if t.exists()]
-    if existing and not args.overwrite:
-        raise OutputExistsError(
-            f"{existing[0]} already exists ({len(existing)} of the {args.n} outputs do); "
-            "choose another --out or add --overwrite."
-        )
+    for target in targets:
+        api.check_output(target, kind="volume", overwrite=args.overwrite)
     model = api.load_model(args.checkpoint, device=args.device, expect_task=None)
     for volume, target in zip(api.synthesize(model, args.n, args.seed), targets, strict=True):
         api.write_volume(volume, target, overwrite=args.overwrite)
@@ -271,11 +296,10 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .core import api
-    from .core.errors import OutputExistsError
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise OutputExistsError(f"{out} already exists; choose another --out or add --overwrite.")
+    out = api.check_output(args.out, kind="volume", overwrite=args.overwrite,
+                           inputs=[args.checkpoint, args.input, args.mask],
+                           expected_bytes=api.size_on_disk(args.input))
     model = api.load_model(args.checkpoint, device=args.device)
     with tqdm(unit="patch", file=sys.stderr, dynamic_ncols=True) as bar:
 
@@ -314,9 +338,9 @@ def _fmt(value) -> str:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .core.checkpoint import read_card
+    from .core import api
 
-    card = read_card(args.checkpoint)
+    card = api.read_card(args.checkpoint)
     if args.json:
         print(json.dumps(card, indent=2))
         return 0
@@ -344,16 +368,16 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_sample_data(args: argparse.Namespace) -> int:
-    from .core.data.samples import write_sample
+    from .core import api
 
-    print(write_sample(args.name, args.out, overwrite=args.overwrite))
+    print(api.write_sample(args.name, args.out, overwrite=args.overwrite))
     return 0
 
 
 def _cmd_tasks(args: argparse.Namespace) -> int:
-    from .core.tasks.registry import available_tasks
+    from .core import api
 
-    print("\n".join(available_tasks()))
+    print("\n".join(api.available_tasks()))
     return 0
 
 

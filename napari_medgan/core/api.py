@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .card import require_model_fields
-from .checkpoint import load_checkpoint, patch_affine
+from .checkpoint import load_checkpoint, patch_affine, read_card
 from .config import Config, load_config, save_config
 from .data.dataset import load_training_volumes
 from .data.io import check_volume, find_volume_files, read_volume, write_volume
@@ -39,6 +39,7 @@ from .data.volume import Volume
 from .device import resolve_device
 from .errors import CheckpointError, ConfigError, DataError
 from .infer import sliding_window
+from .output import check_output, size_on_disk
 from .tasks.base import Task
 from .tasks.registry import available_tasks, get_task_class
 from .train import StopRequest, TrainEvent
@@ -51,14 +52,18 @@ __all__ = [
     "TrainEvent",
     "Volume",
     "available_tasks",
+    "check_output",
     "evaluate",
     "load_config",
     "load_model",
+    "read_card",
     "read_volume",
     "sample_volume",
     "save_config",
+    "size_on_disk",
     "synthesize",
     "train",
+    "training_inputs",
     "write_sample",
     "write_volume",
 ]
@@ -90,10 +95,31 @@ class Model:
 
 
 def train(
-    config: Config, out: str | Path, *, stop: StopRequest = None, resume: str | Path | None = None
+    config: Config,
+    out: str | Path,
+    *,
+    stop: StopRequest = None,
+    resume: str | Path | None = None,
+    overwrite: bool = False,
 ) -> Iterator[TrainEvent]:
-    """Train and checkpoint into ``out``, yielding progress events; see :mod:`.train`."""
+    """Train and checkpoint into ``out``, yielding progress events; see :mod:`.train`.
+
+    ``out`` is checked now, before any work (see :func:`check_output`): an existing
+    checkpoint there is replaced only with ``overwrite``, or continued when ``resume``
+    names it; the training data is never replaced.
+    """
+    continuing = resume is not None and Path(resume).resolve() == Path(out).resolve()
+    check_output(out, kind="checkpoint", overwrite=overwrite or continuing,
+                 inputs=[*training_inputs(config), None if continuing else resume])
     return _train(config, out, stop=stop, resume=resume)
+
+
+def training_inputs(config: Config) -> list[str]:
+    """Every file and folder a training run reads: what its outputs must never replace."""
+    data = config.data
+    groups = (data.paths, data.masks, data.targets, data.labels)
+    return [p for group in groups
+            for p in ([group] if isinstance(group, (str, Path)) else group or ())]
 
 
 def load_model(path: str | Path, *, device: str = "auto", expect_task: str | None = None) -> Model:

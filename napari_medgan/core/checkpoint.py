@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,11 +21,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .card import check_card
-from .errors import CheckpointError
+from .errors import CheckpointError, OutputError
+from .output import discard
 
 CARD_FILE = "card.json"
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "training_state.safetensors"
+CHECKPOINT_FILES = (CARD_FILE, WEIGHTS_FILE, STATE_FILE)
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".tar")
 MISMATCH = "card and weights don't belong together."
 
@@ -60,14 +61,18 @@ def save_checkpoint(
     training_state: dict[str, torch.Tensor] | None = None,
     training_meta: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the checkpoint directory atomically, replacing an older one at ``path``."""
+    """Write the checkpoint directory atomically, replacing an older one at ``path``.
+
+    A write that fails (disk full, read-only) raises :class:`OutputError` and leaves the
+    older checkpoint as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)  # left by an earlier save that was killed
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{path.name}.tmp-*"):
+            discard(stale)  # left by an earlier save that was killed
+        tmp.mkdir()
         save_file(_portable(weights), tmp / WEIGHTS_FILE, metadata={"format": "napari-medgan"})
         if training_state is not None:
             meta = {"training_meta": json.dumps(training_meta or {})}
@@ -76,15 +81,20 @@ def save_checkpoint(
         for file in tmp.iterdir():
             with open(file, "rb") as handle:
                 os.fsync(handle.fileno())
+    except (OSError, SafetensorError) as err:
+        discard(tmp)
+        kept = "the previous checkpoint there is intact" if path.is_dir() else "nothing was kept"
+        reason = getattr(err, "strerror", None) or err
+        raise OutputError(f"Could not save checkpoint {path} ({reason}); {kept}.") from err
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        discard(tmp)
         raise
     previous = _previous_dir(path)
     if path.exists():
-        shutil.rmtree(previous, ignore_errors=True)
+        discard(previous)
         os.rename(path, previous)
     os.rename(tmp, path)
-    shutil.rmtree(previous, ignore_errors=True)
+    discard(previous)
     return path
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import ConfigError
+from .output import check_output, write_atomically
 from .schema import Range, SchemaViolation, conform
 
 Modality = Literal["auto", "ct", "mr"]
@@ -227,11 +228,14 @@ def _loader() -> type:
 _EXPONENT_NUMBER = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)[eE][-+]?\d+$")
 
 
-def save_config(config: Config, path: str | Path) -> None:
-    path = Path(path)
+def save_config(config: Config, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write ``config`` as JSON (``.json``) or YAML (any other suffix), whole or not at all;
+    an existing file is kept unless ``overwrite``."""
+    path = check_output(path, kind="file", overwrite=overwrite)
     if path.suffix == ".json":
-        path.write_text(json.dumps(config.to_dict(), indent=2))
+        text = json.dumps(config.to_dict(), indent=2)
     else:
         import yaml
 
-        path.write_text(yaml.safe_dump(json.loads(json.dumps(config.to_dict())), sort_keys=False))
+        text = yaml.safe_dump(json.loads(json.dumps(config.to_dict())), sort_keys=False)
+    return write_atomically(path, lambda temporary: temporary.write_text(text))

@@ -31,7 +31,11 @@ class TrainingError(MedGANError):
     """Training could not go on (for instance a loss became NaN)."""
 
 
-class OutputExistsError(MedGANError):
+class OutputError(MedGANError):
+    """An output can't be written there: an input, a folder of the user's, read-only, full."""
+
+
+class OutputExistsError(OutputError):
     """An output already exists and overwriting was not asked for."""
 
 

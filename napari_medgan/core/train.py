@@ -27,12 +27,14 @@ from .data.normalize import IntensityNormalization, denormalize
 from .data.task_data import BatchSource, TaskData, load_task_data
 from .data.volume import Volume
 from .device import out_of_memory_advice, resolve_device
-from .errors import ConfigError, MedGANWarning, TrainingError
+from .errors import ConfigError, MedGANWarning, OutputError, TrainingError
+from .output import probe
 from .tasks.base import Task
 from .tasks.registry import get_task_class
 
 StopRequest = Callable[[], bool] | threading.Event | None
 HISTORY_POINTS = 2000  # the card keeps at most this many loss-history points
+CARD_ROOM = 256 * 1024  # bytes for card.json and the training state's small tensors
 
 
 @dataclass
@@ -120,6 +122,7 @@ def train(
         history = {k: list(v) for k, v in resumed.training_meta.get("history", {}).items()}
     card = _card(config, task, data)
     run = _Run(task, batches, out, card, history, (resumed.path, step) if resumed else None)
+    probe(Path(out).parent, _checkpoint_bytes(task), Path(out))  # before any step is spent
 
     total = config.train.steps
     yield TrainEvent("start", step, total, message="; ".join(notes))
@@ -154,6 +157,12 @@ def train(
             yield event
     path = run.save(step)
     yield TrainEvent("done", step, total, checkpoint=str(path), message=f"finished {step} steps")
+
+
+def _checkpoint_bytes(task: Task) -> int:
+    """About the size of a checkpoint: weights, two Adam moments each, and room for the card."""
+    weights = sum(t.numel() * t.element_size() for t in task.weights().values())
+    return 3 * weights + CARD_ROOM
 
 
 def _load_resume(config: Config, resume: str | Path):
@@ -229,27 +238,32 @@ class _Run:
             created=datetime.datetime.now().isoformat(timespec="seconds"),
             loss_history=_thin(self.history),
         )
-        path = save_checkpoint(
-            self.out,
-            card=card,
-            weights=self.task.weights(),
-            training_state=tensors,
-            training_meta={"task": task_meta, "history": self.history},
-        )
+        try:
+            path = save_checkpoint(
+                self.out,
+                card=card,
+                weights=self.task.weights(),
+                training_state=tensors,
+                training_meta={"task": task_meta, "history": self.history},
+            )
+        except OutputError as err:
+            raise OutputError(f"{err} At step {step}, {self.kept()}.") from err
         self.last_checkpoint = (path, step)
         return path
 
-    def divergence_message(self, step: int, bad: list[str]) -> str:
+    def kept(self) -> str:
+        """Where the last good checkpoint is, for messages about a run that can't go on."""
         if self.last_checkpoint:
-            kept = (
+            return (
                 f"the last good checkpoint is {self.last_checkpoint[0]} "
                 f"(step {self.last_checkpoint[1]})"
             )
-        else:
-            kept = "no checkpoint had been written yet"
+        return "no checkpoint had been written yet"
+
+    def divergence_message(self, step: int, bad: list[str]) -> str:
         return (
             f"Training diverged: {', '.join(bad)} became NaN or infinite at step {step}; "
-            f"{kept}. Try lower learning rates or another loss (e.g. --config with "
+            f"{self.kept()}. Try lower learning rates or another loss (e.g. --config with "
             "train.loss: hinge)."
         )
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from napari_medgan.cli import main
+from napari_medgan.cli import EXIT_STOPPED, main
 
 MEDGAN = str(Path(sys.executable).with_name("medgan"))
 TINY = ["--patch", "16", "--batch", "2", "--device", "cpu"]
@@ -135,10 +135,23 @@ def test_ctrl_c_stops_with_a_checkpoint_and_resume_finishes(real_dir, tiny_yaml,
             proc.send_signal(signal.SIGINT)
             break
     rest = [json.loads(line) for line in proc.stdout]
-    assert proc.wait(timeout=60) == 0
+    assert proc.wait(timeout=60) == EXIT_STOPPED
     stopped = rest[-1]
     assert stopped["event"] == "stopped" and stopped["checkpoint"] == str(out)
     step = stopped["step"]
     assert main(["train", "--resume", str(out), "--steps", str(step + 2), "--out", str(out)]) == 0
     assert json.loads((out / "card.json").read_text())["step"] == step + 2
 
+
+
+def test_the_command_line_calls_the_core_only_through_its_api():
+    import ast
+
+    import napari_medgan.cli as cli
+
+    tree = ast.parse(Path(cli.__file__).read_text())
+    core = {(node.module, alias.name) for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and "core" in (node.module or "")
+            for alias in node.names}
+    assert {module for module, _ in core} == {"core", "core.errors"}
+    assert {name for module, name in core if module == "core"} == {"api"}

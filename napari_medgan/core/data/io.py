@@ -14,8 +14,8 @@ their own metadata.
 
 from __future__ import annotations
 
+import errno
 import os
-import uuid
 import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
@@ -28,7 +28,8 @@ import torch
 import torchio as tio
 from torchio.data.io import sitk_to_nib
 
-from ..errors import DataError, MedGANError, MedGANWarning, OutputExistsError
+from ..errors import DataError, MedGANError, MedGANWarning
+from ..output import check_output, write_atomically
 from . import series
 from .volume import Volume
 
@@ -126,7 +127,7 @@ def find_volume_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
         elif suffix_of(path) in FORMATS:
             found.append(path)
         else:
-            raise _unsupported(path)
+            raise unsupported_suffix(path)
     if not found:
         raise DataError("No input volumes were given.")
     return found
@@ -151,7 +152,7 @@ def read_volume(path: str | Path, *, irregular_series: str = "refuse") -> Volume
     elif suffix_of(path) in FORMATS:
         kind = FORMATS[suffix_of(path)] + " file"
     else:
-        raise _unsupported(path)
+        raise unsupported_suffix(path)
     try:
         if kind == "DICOM series":
             image = series.read_series(series.pick_series(path), irregular_series)
@@ -204,35 +205,73 @@ def check_volume(volume: Volume, source: str) -> None:
 def write_volume(volume: Volume, path: str | Path, *, overwrite: bool = False) -> Path:
     """Write ``volume`` with its geometry; the suffix picks the format.
 
-    The file appears complete or not at all (written to a temporary name in the same
-    folder, then renamed), and an existing file is kept unless ``overwrite``.
+    The output place is checked first (:func:`~napari_medgan.core.output.check_output`).
+    The file appears complete or not at all: it is written to a temporary name in the
+    same folder, read back (shape and geometry; a short write fails to decode), and only
+    then renamed over ``path``. An existing file is kept unless ``overwrite``, and after
+    a failed write it is still the previous file.
     """
-    path = Path(path)
+    path = check_output(path, kind="volume", overwrite=overwrite)
+
+    def write_verified(temporary: Path) -> None:
+        _write(volume, temporary, path)
+        _verify(temporary, volume, path)
+
+    return write_atomically(path, write_verified)
+
+
+def _write(volume: Volume, temporary: Path, path: Path) -> None:
+    tensor = volume.tensor.detach().cpu()
     suffix = suffix_of(path)
-    if suffix not in WRITE_SUFFIXES:
-        raise _unsupported(path, writing=True)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(
-            f"{path} already exists; choose another name or allow overwriting."
-        )
-    # The temporary name keeps the real suffix: the writers pick the format from it.
-    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{suffix}"
+    if suffix in _TIFF:
+        _write_tiff(tensor, volume.affine, temporary, path)
+    elif FORMATS[suffix] == "NIfTI":
+        _write_nifti(tensor, volume.affine, temporary)
+    else:
+        tio.ScalarImage(tensor=tensor, affine=volume.affine).save(temporary)
+
+
+def _write_nifti(tensor: torch.Tensor, affine: np.ndarray, temporary: Path) -> None:
+    """nibabel keeps the affine in the sform exactly, shear included (SimpleITK would
+    orthogonalise it); channels go after the three spatial axes, as :func:`_read_nifti` reads.
+    """
+    array = tensor.numpy()
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    elif array.dtype == np.float16:  # NIfTI has no half floats
+        array = array.astype(np.float32)
+    elif array.dtype == np.int64 and array.size and np.abs(array).max() < 2**31:
+        array = array.astype(np.int32)  # many NIfTI readers refuse 64-bit integers
+    array = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
+    image = nib.Nifti1Image(np.ascontiguousarray(array), np.asarray(affine, dtype=np.float64))
+    image.header.set_xyzt_units("mm")
+    nib.save(image, temporary)
+
+
+def _verify(temporary: Path, volume: Volume, path: Path) -> None:
+    """Read the written file back: a short or failed write must not be renamed into place."""
+    if temporary.stat().st_size == 0:
+        raise OSError(errno.ENOSPC, "the file came out empty")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensor = volume.tensor.detach().cpu()
-        if suffix in _TIFF:
-            _write_tiff(tensor, volume.affine, temporary, path)
-        else:
-            tio.ScalarImage(tensor=tensor, affine=volume.affine).save(temporary)
-        os.replace(temporary, path)
-    except Exception as err:
-        raise DataError(f"Could not write {path}: {err}") from err
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            back = read_volume(temporary)
+    except DataError as err:
+        raise OSError(errno.EIO, "the written file does not read back whole") from err
+    if back.tensor.shape != volume.tensor.shape:
+        raise OSError(errno.EIO, f"the written file reads back with shape "
+                                 f"{tuple(back.tensor.shape)}, not {tuple(volume.tensor.shape)}")
+    if suffix_of(path) in _TIFF:  # a TIFF keeps only the voxel size
+        same = np.allclose(back.spacing, volume.spacing, rtol=1e-4)
+    else:
+        same = np.allclose(back.affine, volume.affine, atol=1e-3)
+    if not same:
+        raise OSError(errno.EIO, f"a {suffix_of(path)} file can't hold this volume's "
+                                 "orientation exactly; write .nii.gz")
 
 
-def _unsupported(path: Path, *, writing: bool = False) -> DataError:
+def unsupported_suffix(path: Path, *, writing: bool = False) -> DataError:
+    """The error for a file type we don't read (or, ``writing``, don't write)."""
     supported = ", ".join(WRITE_SUFFIXES) + "." if writing else _SUPPORTED_TEXT + "."
     return DataError(
         f"{path} has an unsupported file type {suffix_of(path) or '(no extension)'!r}; "

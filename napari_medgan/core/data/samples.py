@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..errors import DataError
+from ..output import check_output
 from .io import read_volume, write_volume
 from .volume import Volume
 
@@ -45,7 +46,10 @@ def sample_modality(name: str) -> str:
 
 
 def write_sample(name: str, path: str | Path, *, overwrite: bool = False) -> Path:
-    """Write the sample ``name`` to ``path`` (format from the suffix)."""
+    """Write the sample ``name`` to ``path`` (format from the suffix); the place is
+    checked before the sample is loaded."""
+    _check_name(name)
+    check_output(path, kind="volume", overwrite=overwrite)
     return write_volume(sample_volume(name), path, overwrite=overwrite)
 
 
