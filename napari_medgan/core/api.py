@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ __all__ = [
     "SAMPLE_NAMES",
     "TrainEvent",
     "Volume",
+    "anomaly_score",
     "available_tasks",
     "evaluate",
     "load_config",
@@ -193,6 +195,15 @@ def apply(
     if "mask" in inputs:  # outside the region, the input exactly (normalising clips intensities)
         output = torch.where(inputs["mask"] > 0, output, volume.tensor)
     return Volume(output, volume.affine, name=f"{volume.name}_{model.task_name}")
+
+
+def anomaly_score(anomaly_map: Volume) -> float:
+    """One number for a whole volume from its anomaly map (from ``apply`` with an anomaly
+    model): the mean of the map's highest 1 % of voxels, evaluate's ``score_volume``."""
+    from .tasks.anomaly import TOP_FRACTION
+
+    scores = anomaly_map.tensor[0].float().flatten()
+    return float(scores.topk(max(1, math.ceil(TOP_FRACTION * scores.numel()))).values.mean())
 
 
 def _mask_on_grid(mask: Volume, volume: Volume, mask_source, source) -> torch.Tensor:
