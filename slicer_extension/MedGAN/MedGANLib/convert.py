@@ -31,6 +31,8 @@ from napari_medgan.core.errors import DataError
 SCALAR_VOLUME = "vtkMRMLScalarVolumeNode"
 LABELMAP_VOLUME = "vtkMRMLLabelMapVolumeNode"
 SEGMENTATION = "vtkMRMLSegmentationNode"
+# scalar volume subclasses with several values per voxel
+MULTI_COMPONENT = ("vtkMRMLVectorVolumeNode", "vtkMRMLTensorVolumeNode")
 
 
 def check_volume_node(node, role: str) -> None:
@@ -41,7 +43,7 @@ def check_volume_node(node, role: str) -> None:
     if node is None:
         raise DataError(f"No {role} volume is selected; choose one in the MedGAN module.")
     name = node.GetName()
-    if not node.IsA(SCALAR_VOLUME):
+    if not node.IsA(SCALAR_VOLUME) or any(node.IsA(c) for c in MULTI_COMPONENT):
         raise DataError(
             f"The {role} '{name}' is a {node.GetClassName()}, not a scalar volume; "
             "choose a single-channel volume (for a colour image, convert it to scalar first, "

@@ -128,9 +128,10 @@ class TrainingRun:
         progress = self.progress
         self._last_event = event["event"]
         progress.step, progress.total = int(event["step"]), int(event["total"])
-        progress.steps_per_s = float(event.get("steps_per_s") or 0.0)
-        progress.eta_s = float(event.get("eta_s") or 0.0)
-        progress.losses = dict(event.get("losses") or progress.losses)
+        if event["event"] == "step":  # start / done / stopped carry no rate or losses
+            progress.steps_per_s = float(event["steps_per_s"])
+            progress.eta_s = float(event["eta_s"])
+            progress.losses = dict(event["losses"])
         if isinstance(event.get("preview"), str):
             progress.preview = event["preview"]
         if event.get("checkpoint"):
