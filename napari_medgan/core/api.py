@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import load_checkpoint, patch_affine
+from .checkpoint import load_checkpoint, patch_affine, read_card
 from .config import Config, load_config, save_config
 from .data.dataset import load_training_volumes
 from .data.io import check_volume, find_volume_files, read_volume, write_volume
@@ -54,6 +54,7 @@ __all__ = [
     "evaluate",
     "load_config",
     "load_model",
+    "read_card",
     "read_volume",
     "sample_volume",
     "save_config",

@@ -14,6 +14,8 @@ installed yet.
 import inspect
 import logging
 import pathlib
+import shutil
+import sys
 from typing import Annotated, Union
 
 import qt
@@ -300,20 +302,23 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def updateCardLabel(self, path: str = "") -> None:
         """What the chosen checkpoint holds: task, patch, spacing, steps."""
-        card = pathlib.Path(path) / "card.json"
-        if not card.is_file():
-            self.ui.cardLabel.text = "no checkpoint in this folder yet"
-            return
-        import json
-
         try:
-            info = json.loads(card.read_text())
-            spacing = " × ".join(f"{s:g}" for s in info["spacing"])
-            self.ui.cardLabel.text = (
-                f"{info['task']}, patch {info['patch_size']}³ at {spacing} mm, "
-                f"{info['step']} steps, {info.get('modality', '')}")
-        except (ValueError, KeyError) as err:
-            self.ui.cardLabel.text = f"unreadable card.json ({err})"
+            from napari_medgan.core.api import read_card
+            from napari_medgan.core.errors import MedGANError
+        except ImportError:
+            self.ui.cardLabel.text = "(MedGAN's packages are installed on first use)"
+            return
+        if not pathlib.Path(path).is_dir():
+            self.ui.cardLabel.text = "no checkpoint yet: training writes one here"
+            return
+        try:
+            card = read_card(path)
+        except MedGANError as err:
+            self.ui.cardLabel.text = str(err)
+            return
+        spacing = " × ".join(f"{s:g}" for s in card["spacing"])
+        self.ui.cardLabel.text = (f"{card['task']}, patch {card['patch_size']}³ at {spacing} mm, "
+                                  f"{card['step']} steps, {card.get('modality', '')}")
 
     def getLogic(self):
         """The logic, once torch and the core are there (installing them if the user agrees)."""
@@ -323,7 +328,8 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.logic is None:
             from MedGANLib.logic import MedGANLogic
 
-            self.logic = MedGANLogic()
+            # PythonSlicer runs scripts with Slicer's packages
+            self.logic = MedGANLogic(python=shutil.which("PythonSlicer") or sys.executable)
             self.fillTasks()
             self.updateTaskFromParameterNode()
         return self.logic

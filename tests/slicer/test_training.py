@@ -7,6 +7,7 @@ import numpy as np
 import psutil
 import pytest
 import slicer
+import torch
 from MedGANLib.convert import ijk_to_ras
 from MedGANLib.logic import MedGANLogic
 from MedGANLib.process import QueueRunner
@@ -115,3 +116,24 @@ def test_bad_training_input_is_refused_before_any_process(scene, t1_node, tmp_pa
     with pytest.raises(OutputExistsError, match="already exists"):
         logic.train(str(tmp_path / "c"), runner=runner, data=[t1_node])
     assert ijk_to_ras(t1_node).tolist() == OBLIQUE.tolist()
+
+
+def test_a_segmentation_node_trains_as_labels_on_its_volumes_grid(
+        scene, t1_node, real_dir, tiny_training_config, tmp_path):
+    labelmap = load_node(scene, real_dir / "labels_a.nii.gz", "vtkMRMLLabelMapVolumeNode")
+    labelmap.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(OBLIQUE))
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "tissue")
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(t1_node)
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(
+        labelmap, segmentation)
+    runner = QueueRunner()
+    run = MedGANLogic().train(str(tmp_path / "seg"), runner=runner, task="segmentation",
+                              data=[t1_node], labels=[segmentation], steps=2, patch=16,
+                              config_file=str(tiny_training_config))
+    wait_for(run, runner, lambda r: False)
+    assert run.progress.status == "done", run.progress.message
+    written = api.read_volume(tmp_path / "seg-data" / "labels_00_tissue.nrrd")
+    np.testing.assert_allclose(written.affine, OBLIQUE, atol=1e-6)
+    truth = api.read_volume(real_dir / "labels_a.nii.gz").tensor
+    assert torch.equal(written.tensor, truth)  # labels 1 and 2 kept their values
+    assert api.load_model(tmp_path / "seg").card["num_classes"] == 3
