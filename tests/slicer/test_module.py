@@ -97,3 +97,83 @@ def test_requirements_never_install_torch():
     names = {re.split(r"[<>=\[ ]", line)[0].lower() for line in lines if line}
     assert "napari-medgan" in names and "torch" not in names
     assert not any("[" in line for line in lines)  # no extras: no napari, no Qt
+
+
+class FakePyTorchUtils:
+    """The PyTorch extension's module, as far as MedGAN uses it."""
+
+    def __init__(self, installed: bool, install_gives=None):
+        self.installed, self.install_gives, self.asked = installed, install_gives, []
+        outer = self
+
+        class PyTorchUtilsLogic:
+            def torchInstalled(self):
+                return outer.installed
+
+            def installTorch(self, askConfirmation=False, **kwargs):
+                outer.asked.append(askConfirmation)
+                return outer.install_gives
+
+        self.PyTorchUtilsLogic = PyTorchUtilsLogic
+
+
+@pytest.fixture
+def shown(monkeypatch):
+    messages = []
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **kw: messages.append(text))
+    return messages
+
+
+def test_torch_comes_only_from_the_pytorch_extension(medgan, monkeypatch, shown):
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", None)  # the extension is not installed
+    assert not medgan.ensureTorch("auto")
+    assert "needs the PyTorch extension" in shown[-1]
+
+    declined = FakePyTorchUtils(installed=False, install_gives=None)
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", declined)
+    assert not medgan.ensureTorch("auto")
+    assert declined.asked == [True]  # installTorch asked the user first
+    assert "PyTorch, which was not installed" in shown[-1]
+
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", FakePyTorchUtils(installed=True))
+    assert medgan.ensureTorch("cpu")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_asked_without_a_cuda_torch_says_what_to_do(medgan, monkeypatch, shown):
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", FakePyTorchUtils(installed=True))
+    assert not medgan.ensureTorch("cuda")
+    assert "sees no CUDA GPU" in shown[-1] and "PyTorch Utils" in shown[-1]
+
+
+def test_an_installed_core_is_used_without_asking(medgan, monkeypatch):
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay",
+                        lambda *a, **k: pytest.fail("asked to install an installed core"))
+    monkeypatch.setattr(slicer.util, "pip_install",
+                        lambda *a, **k: pytest.fail("installed an installed core"))
+    assert medgan.ensureCore()
+
+
+def test_a_missing_core_is_installed_only_after_the_user_agrees(medgan, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+    installed = []
+
+    def without_core(name, *args, **kwargs):
+        if name.startswith("napari_medgan") and not installed:
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without_core)
+    monkeypatch.delattr(slicer, "pydeps", raising=False)  # Slicer < 5.12
+    asked = []
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay",
+                        lambda text, *a, **k: asked.append(text) or False)
+    monkeypatch.setattr(slicer.util, "pip_install", lambda reqs, **k: installed.append(reqs))
+    assert not medgan.ensureCore() and not installed  # declined: nothing installed
+    assert "napari-medgan" in asked[0] and "psutil" in asked[0] and "torch" not in asked[0]
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda *a, **k: True)
+    monkeypatch.setattr(slicer.util, "WaitCursor", __import__("contextlib").nullcontext)
+    assert medgan.ensureCore()
+    assert installed == [["napari-medgan>=0.1", "psutil>=5.9"]]
