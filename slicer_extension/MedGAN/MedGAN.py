@@ -155,7 +155,7 @@ def ensureCore() -> bool:
         return True
     except ImportError:
         pass
-    lines = [line.strip() for line in requirementsFile().read_text().splitlines()
+    lines = [line.strip() for line in requirementsFile().read_text(encoding="utf-8").splitlines()
              if line.strip() and not line.startswith("#")]
     pydeps = getattr(slicer, "pydeps", None)
     if pydeps is not None and hasattr(pydeps, "pip_ensure"):  # Slicer >= 5.12: asks, installs
@@ -184,6 +184,11 @@ def launchConsoleRunner(args, on_line, on_exit):
     the main thread (see MedGANLib.process)."""
     return slicer.util.launchConsoleProcess(list(args), blocking=False, logCallback=on_line,
                                             completedCallback=on_exit)
+
+
+def slicerPython() -> str:
+    """PythonSlicer runs a script with Slicer's Python packages (the ones ensureCore installed)."""
+    return shutil.which("PythonSlicer") or sys.executable
 
 
 def hasAsyncLaunch() -> bool:
@@ -328,8 +333,7 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.logic is None:
             from MedGANLib.logic import MedGANLogic
 
-            # PythonSlicer runs scripts with Slicer's packages
-            self.logic = MedGANLogic(python=shutil.which("PythonSlicer") or sys.executable)
+            self.logic = MedGANLogic(python=slicerPython())
             self.fillTasks()
             self.updateTaskFromParameterNode()
         return self.logic
@@ -514,7 +518,7 @@ class MedGANTest(ScriptedLoadableModuleTest):
     def _logic():
         from MedGANLib.logic import MedGANLogic
 
-        return MedGANLogic()
+        return MedGANLogic(python=slicerPython())
 
     @staticmethod
     def _crop(volume, size):

@@ -38,7 +38,7 @@ def closure(requirements: list[str]) -> dict[str, str]:
 
 
 def test_the_core_without_extras_pulls_no_qt_and_no_napari():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     pulled = closure(project["dependencies"])
     assert {"torch", "torchio", "numpy"} <= set(pulled)
     assert not {name: by for name, by in pulled.items() if FORBIDDEN.match(name)}

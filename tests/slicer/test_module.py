@@ -16,6 +16,10 @@ from .conftest import MODULE_DIR
 EXTENSION_DIR = MODULE_DIR.parent
 
 
+def text(path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
 @pytest.fixture
 def medgan(monkeypatch):
     standins.install(monkeypatch.setitem)
@@ -68,7 +72,7 @@ def test_the_parameter_node_holds_what_the_panel_shows(medgan):
     # connectGui binds every field but the task, whose list comes from the core
     assert bound == set(fields) - {"task"}
     names = {w.get("name") for w in ui.iter("widget")}
-    used = set(re.findall(r"self\.ui\.(\w+)", (MODULE_DIR / "MedGAN.py").read_text()))
+    used = set(re.findall(r"self\.ui\.(\w+)", text(MODULE_DIR / "MedGAN.py")))
     assert used and used <= names
 
 
@@ -79,12 +83,12 @@ def test_training_uses_launch_console_process_where_it_is_asynchronous(medgan):
 
 
 def test_the_extension_build_lists_every_file_and_depends_on_pytorch():
-    top = (EXTENSION_DIR / "CMakeLists.txt").read_text()
+    top = text(EXTENSION_DIR / "CMakeLists.txt")
     assert re.search(r"set\(EXTENSION_DEPENDS PyTorch\)", top)
     for key in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL",
                 "SCREENSHOTURLS"):
         assert f"set(EXTENSION_{key} " in top
-    module = (MODULE_DIR / "CMakeLists.txt").read_text().replace("${MODULE_NAME}", "MedGAN")
+    module = text(MODULE_DIR / "CMakeLists.txt").replace("${MODULE_NAME}", "MedGAN")
     assert "WITH_GENERIC_TESTS" in module
     for path in [*MODULE_DIR.glob("MedGANLib/*.py"), *MODULE_DIR.glob("Resources/*/*"),
                  MODULE_DIR / "Resources" / "requirements.txt", MODULE_DIR / "MedGAN.py"]:
@@ -93,7 +97,7 @@ def test_the_extension_build_lists_every_file_and_depends_on_pytorch():
 
 def test_requirements_never_install_torch():
     lines = [line.split("#")[0].strip()
-             for line in (MODULE_DIR / "Resources" / "requirements.txt").read_text().splitlines()]
+             for line in text(MODULE_DIR / "Resources" / "requirements.txt").splitlines()]
     names = {re.split(r"[<>=\[ ]", line)[0].lower() for line in lines if line}
     assert "napari-medgan" in names and "torch" not in names
     assert not any("[" in line for line in lines)  # no extras: no napari, no Qt
