@@ -37,8 +37,11 @@ def __getattr__(name: str):
     """``MedGAN.MedGANLogic`` is ``MedGANLib.logic.MedGANLogic``, imported on first use:
     the logic imports the core and torch, which may not be installed when Slicer starts."""
     if name == "MedGANLogic":
-        from MedGANLib.logic import MedGANLogic
-
+        try:
+            from MedGANLib.logic import MedGANLogic
+        except ImportError as err:  # AttributeError keeps hasattr() working before installation
+            raise AttributeError(f"MedGANLogic needs napari-medgan and torch ({err}); press a "
+                                 "button of the MedGAN module to install them.") from err
         return MedGANLogic
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -41,15 +41,18 @@ import slicer.util
 calls = []
 slicer.util.pip_install = lambda *a, **k: calls.append(a)
 import MedGAN
-print(json.dumps({{"heavy": sorted(m for m in ("torch", "napari_medgan", "MedGANLib.logic")
-                                    if m in sys.modules), "pip": calls,
-                  "title": MedGAN.MedGAN(type("P", (), {{}})()).parent.title}}))
+report = {{"heavy": sorted(m for m in ("torch", "napari_medgan", "MedGANLib.logic")
+                          if m in sys.modules), "pip": calls,
+          "title": MedGAN.MedGAN(type("P", (), {{}})()).parent.title}}
+sys.modules["napari_medgan"] = None  # as in a Slicer where the core is not installed yet
+report["logic before install"] = hasattr(MedGAN, "MedGANLogic")
+print(json.dumps(report))
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report == {"heavy": [], "pip": [], "title": "MedGAN"}
+    assert report == {"heavy": [], "pip": [], "title": "MedGAN", "logic before install": False}
 
 
 def test_the_modules_logic_is_medganlibs(medgan):
