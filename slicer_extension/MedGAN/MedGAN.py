@@ -214,6 +214,7 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._run = None
         self._pollTimer = None
+        self._previewShown = False
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -393,34 +394,56 @@ class MedGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             data = [node for node in (p.inputVolume,) if node is not None]
             if str(p.trainingFiles) not in ("", "."):
                 data.append(str(p.trainingFiles))
+            resume = self.askResume(self.checkpoint(), p.steps)
+            if resume is False:
+                return
             if hasAsyncLaunch():
                 runner = launchConsoleRunner
-            else:  # Slicer < 5.12: a reader thread and a timer on the main thread
+            else:  # Slicer < 5.12: a reader thread, polled by a timer on the main thread
                 from MedGANLib.process import QueueRunner
 
                 runner = QueueRunner()
-                self._pollTimer = qt.QTimer()
-                self._pollTimer.setInterval(100)
-                self._pollTimer.connect("timeout()", runner.poll)
-                self._pollTimer.start()
             self.ui.trainLogTextEdit.clear()
+            self._previewShown = False
             self._run = logic.train(
                 self.checkpoint(), runner=runner, task=p.task, data=data,
                 targets=[n for n in (p.targetVolume,) if n is not None],
                 labels=[n for n in (p.labelsNode,) if n is not None],
                 masks=[n for n in (p.maskVolume,) if n is not None],
                 patch=p.patch, steps=p.steps, batch=p.batch, device=p.device, seed=p.seed,
-                on_update=self.onTrainingUpdate)
+                resume=resume, on_update=self.onTrainingUpdate)
+            if not hasAsyncLaunch():
+                self._pollTimer = qt.QTimer()
+                self._pollTimer.setInterval(100)
+                self._pollTimer.connect("timeout()", runner.poll)
+                self._pollTimer.start()
             self.ui.trainButton.text = "Cancel"
             self.ui.trainStatusLabel.text = "Starting the training process…"
+
+    @staticmethod
+    def askResume(folder: str, steps: int):
+        """None: a new run; the folder: resume it (the user agreed); False: the user declined."""
+        if not pathlib.Path(folder).exists():
+            return None
+        from napari_medgan.core.api import read_card
+
+        card = read_card(folder)  # a folder that is no checkpoint: its error is shown
+        if slicer.util.confirmYesNoDisplay(
+                f"{folder} holds a {card['task']} checkpoint at step {card['step']}. Continue "
+                f"training it up to step {steps}? (Its settings are kept; a new run needs "
+                "another folder.)", windowTitle="MedGAN: resume training"):
+            return folder
+        return False
 
     def onTrainingUpdate(self, progress, event) -> None:
         """Called on the main thread for each event of the run, and once at its end."""
         self.ui.trainProgressBar.maximum = max(progress.total, 1)
         self.ui.trainProgressBar.value = progress.step
         if event is not None:
-            if event.get("preview") and self._run is not None and self._run.preview_node:
-                slicer.util.setSliceViewerLayers(background=self._run.preview_node)
+            preview = self._run.preview_node if self._run is not None else None
+            if preview is not None and not self._previewShown:  # once: the user may look away
+                slicer.util.setSliceViewerLayers(background=preview, fit=True)
+                self._previewShown = True
             losses = ", ".join(f"{k} {v:.3f}" for k, v in progress.losses.items())
             self.ui.trainStatusLabel.text = (
                 f"Step {progress.step} / {progress.total} · {progress.steps_per_s:.2f} steps/s · "

@@ -78,6 +78,13 @@ def test_cancel_stops_the_process_with_a_checkpoint(scene, t1_node, tiny_trainin
     assert 2 <= step < 100000 and step == progress.step
     assert not psutil.pid_exists(run.process.pid) or \
         psutil.Process(run.process.pid).status() == psutil.STATUS_ZOMBIE
+    # the kept checkpoint goes on where it stopped
+    resumed = MedGANLogic().train(str(tmp_path / "ckpt"), runner=runner, data=[t1_node],
+                                  resume=str(tmp_path / "ckpt"), steps=step + 2, patch=16,
+                                  batch=2, device="cpu")
+    wait_for(resumed, runner, lambda r: False)
+    assert resumed.progress.status == "done", resumed.progress.message
+    assert api.load_model(tmp_path / "ckpt").card["step"] == step + 2
 
 
 def test_a_killed_process_is_reported_with_its_last_lines(scene, t1_node, tiny_training_config,
