@@ -51,6 +51,7 @@ __all__ = [
     "SAMPLE_NAMES",
     "TrainEvent",
     "Volume",
+    "anomaly_score",
     "available_tasks",
     "check_output",
     "evaluate",
@@ -237,6 +238,14 @@ def _label_dtype(values: list[int]) -> torch.dtype:
 def _read(model: Model, path: str | Path) -> Volume:
     """Read a volume as the model's training data was read (DICOM series handling)."""
     return read_volume(path, irregular_series=model.task.config.data.irregular_series)
+
+
+def anomaly_score(anomaly_map: Volume) -> float:
+    """One number for a whole volume from its anomaly map (from ``apply`` with an anomaly
+    model): the mean of the map's highest 1 % of voxels, evaluate's ``score_volume``."""
+    from .tasks.anomaly import volume_score
+
+    return volume_score(anomaly_map.tensor[0])
 
 
 def _mask_on_grid(mask: Volume, volume: Volume, mask_source, source) -> torch.Tensor:

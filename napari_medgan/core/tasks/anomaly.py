@@ -44,6 +44,12 @@ KAPPA = 1.0  # weight of the feature residual in the izi_f loss (f-AnoGAN: κ = 
 TOP_FRACTION = 0.01  # score_volume: the mean of this share of the highest map voxels
 
 
+def volume_score(anomaly_map: torch.Tensor) -> float:
+    """One number for a whole volume: the mean of its map's highest TOP_FRACTION of voxels."""
+    scores = anomaly_map.float().flatten()
+    return float(scores.topk(max(1, math.ceil(TOP_FRACTION * scores.numel()))).values.mean())
+
+
 class AnomalyTask(SynthesisTask):
     """A WGAN-GP learns normal patches; an encoder then learns to invert its generator.
 
@@ -172,13 +178,12 @@ class AnomalyTask(SynthesisTask):
         scores = result.tensor[0].float()
         positive = lesion.tensor[0] > 0
         dice, threshold = best_threshold_dice(scores, positive, n_thresholds=None)
-        top = max(1, math.ceil(TOP_FRACTION * scores.numel()))
         return {
             "auroc": auroc(scores, positive),
             "auprc": auprc(scores, positive),
             "dice_best": dice,
             "threshold_best": threshold,
-            "score_volume": float(scores.flatten().topk(top).values.mean()),
+            "score_volume": volume_score(scores),
             "map_mean": float(scores.mean()),
         }
 
