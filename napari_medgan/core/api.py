@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import load_checkpoint, patch_affine
+from .checkpoint import load_checkpoint, patch_affine, read_card
 from .config import Config, load_config, save_config
 from .data.dataset import load_training_volumes
 from .data.io import check_volume, find_volume_files, read_volume, write_volume
@@ -34,7 +34,7 @@ from .data.patches import DevicePatchSampler
 from .data.samples import SAMPLE_NAMES, sample_volume, write_sample
 from .data.task_data import hole_mask
 from .data.volume import Volume
-from .device import resolve_device
+from .device import device_choices, resolve_device
 from .errors import CheckpointError, ConfigError, DataError
 from .infer import sliding_window
 from .tasks.base import Task
@@ -48,14 +48,18 @@ __all__ = [
     "SAMPLE_NAMES",
     "TrainEvent",
     "Volume",
+    "TaskInput",
     "available_tasks",
+    "device_choices",
     "evaluate",
     "load_config",
     "load_model",
+    "read_card",
     "read_volume",
     "sample_volume",
     "save_config",
     "synthesize",
+    "task_inputs",
     "train",
     "write_sample",
     "write_volume",
@@ -85,6 +89,32 @@ class Model:
     @property
     def patch_size(self) -> int:
         return int(self.card["patch_size"])
+
+
+@dataclass(frozen=True)
+class TaskInput:
+    """One kind of volume a task trains on: its role, whether it must be given, what it is."""
+
+    role: str  # "image", "target", "labels" or "mask" (the config's paths/targets/labels/masks)
+    required: bool
+    meaning: str
+
+
+def task_inputs(task: str) -> list[TaskInput]:
+    """The volumes ``task`` trains on, so a face shows only the pickers it needs."""
+    needs = get_task_class(task).needs
+    inputs = [TaskInput("image", True, "the volumes to learn from")]
+    if needs.target == "paired":
+        inputs.append(TaskInput("target", True, "one target per volume, on the volume's grid"))
+    elif needs.target == "unpaired":
+        inputs.append(TaskInput("target", True, "volumes of the other modality (unpaired)"))
+    if needs.labels:
+        inputs.append(TaskInput("labels", True, "one label map per volume"))
+    if needs.masks == "holes":
+        inputs.append(TaskInput("mask", False, "holes to fill (random holes if none)"))
+    else:
+        inputs.append(TaskInput("mask", False, "the region to take patches from"))
+    return inputs
 
 
 def train(
