@@ -21,7 +21,15 @@ import torch
 from .checkpoint import load_checkpoint, patch_affine, read_card
 from .config import Config, load_config, save_config
 from .data.dataset import load_training_volumes
-from .data.io import check_volume, find_volume_files, read_volume, write_volume
+from .data.io import (
+    FORMATS,
+    check_volume,
+    find_volume_files,
+    is_dicom_series,
+    read_volume,
+    suffix_of,
+    write_volume,
+)
 from .data.normalize import (
     IntensityNormalization,
     check_modality,
@@ -52,6 +60,7 @@ __all__ = [
     "available_tasks",
     "device_choices",
     "evaluate",
+    "is_volume_path",
     "load_config",
     "load_model",
     "read_card",
@@ -143,6 +152,20 @@ def load_model(path: str | Path, *, device: str = "auto", expect_task: str | Non
     normalizations = {role: IntensityNormalization.from_dict(record)
                       for role, record in card["normalizations"].items()}
     return Model(checkpoint.path, card, task.eval(), normalizations)
+
+
+def is_volume_path(path: str | Path) -> bool:
+    """Whether :func:`read_volume` can try ``path``: a supported file or a DICOM series folder.
+
+    Never raises (an unreadable folder is simply not a volume), so readers can ask first.
+    """
+    path = Path(path)
+    try:
+        if path.is_dir():
+            return is_dicom_series(path)
+        return path.is_file() and suffix_of(path) in FORMATS
+    except OSError:
+        return False
 
 
 def _as_model(model: Model | str | Path) -> Model:
