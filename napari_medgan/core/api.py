@@ -23,6 +23,7 @@ from .config import Config, load_config, save_config
 from .data.dataset import load_training_volumes
 from .data.io import (
     FORMATS,
+    VolumeSource,
     check_volume,
     find_volume_files,
     is_dicom_series,
@@ -127,10 +128,20 @@ def task_inputs(task: str) -> list[TaskInput]:
 
 
 def train(
-    config: Config, out: str | Path, *, stop: StopRequest = None, resume: str | Path | None = None
+    config: Config,
+    out: str | Path,
+    *,
+    stop: StopRequest = None,
+    resume: str | Path | None = None,
+    volumes: dict[str, list[Volume]] | None = None,
 ) -> Iterator[TrainEvent]:
-    """Train and checkpoint into ``out``, yielding progress events; see :mod:`.train`."""
-    return _train(config, out, stop=stop, resume=resume)
+    """Train and checkpoint into ``out``, yielding progress events; see :mod:`.train`.
+
+    ``volumes``: volumes already open in a face (layers, nodes) by role: ``"image"``,
+    ``"target"``, ``"labels"``, ``"mask"``. A role given here replaces the config's paths
+    for that role; the card's data summary names these volumes by their ``name``.
+    """
+    return _train(config, out, stop=stop, resume=resume, volumes=volumes)
 
 
 def load_model(path: str | Path, *, device: str = "auto", expect_task: str | None = None) -> Model:
@@ -284,26 +295,29 @@ def synthesize(model: Model | str | Path, n: int = 4, seed: int = 0) -> list[Vol
 
 def evaluate(
     model: Model | str | Path,
-    data: list[str | Path],
+    data: list[VolumeSource],
     *,
-    target: list[str | Path] | None = None,
-    labels: list[str | Path] | None = None,
-    mask: list[str | Path] | None = None,
+    target: list[VolumeSource] | None = None,
+    labels: list[VolumeSource] | None = None,
+    mask: list[VolumeSource] | None = None,
     n: int = 64,
     seed: int = 0,
     overlap: float = 0.5,
     batch_size: int = 4,
+    training: list[VolumeSource] | None = None,
 ) -> dict[str, Any]:
     """How good a model is on held-out volumes ``data``.
 
-    Synthesis: quality and privacy of synthetic patches (see :func:`evaluate_synthesis`).
+    Every volume may be a path or a :class:`Volume` already in memory.
+    Synthesis: quality and privacy of synthetic patches (see :func:`evaluate_synthesis`;
+    ``training``: the volumes it learnt from, when they are not files named on its card).
     Other tasks: each volume is applied whole and scored against its truth (``target``,
     ``labels`` or ``mask`` files, matched by name or order); the report has the mean
     of each metric and the per-volume values.
     """
     model = _as_model(model)
     if model.task.can_synthesize:
-        return evaluate_synthesis(model, data, n=n, seed=seed)
+        return evaluate_synthesis(model, data, n=n, seed=seed, training=training)
     given = {"target": target, "labels": labels, "mask": mask}
     files = find_volume_files(data)
     truths: dict[str, list[Path]] = {}
@@ -333,27 +347,28 @@ def evaluate(
             "volumes": per_volume}
 
 
-def evaluate_synthesis(model: Model, data: list[str | Path], *, n: int = 64,
-                       seed: int = 0) -> dict[str, Any]:
+def evaluate_synthesis(model: Model, data: list[VolumeSource], *, n: int = 64,
+                       seed: int = 0,
+                       training: list[VolumeSource] | None = None) -> dict[str, Any]:
     """Quality and privacy numbers of a synthesis model against held-out volumes ``data``.
 
     Patches are centred on foreground voxels (above the lowest 5 % of the
     normalised range), so empty background doesn't make every set look alike.
-    The memorisation report needs the training files named on the card; when
-    they are gone it is left out and ``notes`` says so.
+    The memorisation report needs the training volumes: ``training``, or else the
+    files named on the card; when neither is there it is left out and ``notes`` says so.
     """
     from . import metrics
 
     synthetic = model.task.sample(n, seed=seed).cpu()  # normalised, as the real patches below
     held_out = _foreground_patches(model, data, n, seed + 1)
     notes = []
-    training_files = [f for f in model.card["data"].get("files", []) if Path(f).exists()]
-    training = None
-    if training_files:
-        training = _foreground_patches(model, training_files, max(4 * n, 256), seed + 2)
+    training = training or [f for f in model.card["data"].get("files", []) if Path(f).exists()]
+    training_patches = None
+    if training:
+        training_patches = _foreground_patches(model, training, max(4 * n, 256), seed + 2)
     else:
         notes.append("memorisation left out: the training files named on the card are not on disk")
-    report = metrics.synthesis_report(synthetic, held_out, training)
+    report = metrics.synthesis_report(synthetic, held_out, training_patches)
     report.update(n_synthetic=n, held_out_files=[str(p) for p in data], notes=notes)
     return report
 

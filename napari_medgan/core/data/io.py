@@ -81,17 +81,25 @@ def is_dicom_series(folder: Path) -> bool:
     return False
 
 
-def find_volume_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
+#: A volume given by path, or already in memory (a napari layer, a Slicer node).
+VolumeSource = str | os.PathLike | Volume
+
+
+def find_volume_files(paths: VolumeSource | Iterable[VolumeSource]) -> list[Path | Volume]:
     """Expand files and folders into the volumes they hold.
 
-    A file must have a supported suffix. A folder holding a DICOM series is one volume;
-    any other folder stands for its supported files and DICOM series sub-folders, sorted
-    (hidden files are skipped).
+    In-memory volumes pass through as they are. A file must have a supported suffix. A
+    folder holding a DICOM series is one volume; any other folder stands for its supported
+    files and DICOM series sub-folders, sorted (hidden files are skipped).
     """
-    if isinstance(paths, (str, os.PathLike)):
+    if isinstance(paths, (str, os.PathLike, Volume)):
         paths = [paths]
-    found: list[Path] = []
-    for path in map(Path, paths):
+    found: list[Path | Volume] = []
+    for given in paths:
+        if isinstance(given, Volume):
+            found.append(given)
+            continue
+        path = Path(given)
         if not path.exists():
             raise DataError(f"{path} does not exist; check the path.")
         if path.is_dir():
@@ -118,12 +126,15 @@ def find_volume_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
     return found
 
 
-def read_volume(path: str | Path) -> Volume:
+def read_volume(path: VolumeSource) -> Volume:
     """Read one volume as float32 ``(C, D, H, W)`` with its RAS affine.
 
     ``path`` is a file with a supported suffix or a folder holding a DICOM series. The
-    volume's name is the file (or folder) name without its extension.
+    volume's name is the file (or folder) name without its extension. An in-memory
+    volume comes back as float32, as if read from its file.
     """
+    if isinstance(path, Volume):
+        return Volume(path.tensor.to(torch.float32), path.affine, path.name)
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path} does not exist; check the path.")

@@ -22,7 +22,9 @@ from .volume import Volume
 _GRID_TOLERANCE_MM = 1e-3
 
 
-def _stem(path: Path) -> str:
+def _stem(path: Path | Volume) -> str:
+    if isinstance(path, Volume):
+        return path.name
     suffix = suffix_of(path)
     return path.name[: -len(suffix)] if suffix else path.name
 
