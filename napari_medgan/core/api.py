@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint, patch_affine, read_card
-from .config import Config, load_config, save_config
+from .config import LOSSES, Config, load_config, save_config
 from .data.dataset import load_training_volumes
 from .data.io import (
     FORMATS,
@@ -52,6 +52,7 @@ from .train import StopRequest, TrainEvent
 from .train import train as _train
 
 __all__ = [
+    "LOSSES",
     "Config",
     "Model",
     "SAMPLE_NAMES",
@@ -60,6 +61,7 @@ __all__ = [
     "TaskInput",
     "available_tasks",
     "device_choices",
+    "anomaly_score",
     "evaluate",
     "is_volume_path",
     "load_config",
@@ -69,6 +71,7 @@ __all__ = [
     "sample_volume",
     "save_config",
     "synthesize",
+    "task_use",
     "task_inputs",
     "train",
     "write_sample",
@@ -125,6 +128,31 @@ def task_inputs(task: str) -> list[TaskInput]:
     else:
         inputs.append(TaskInput("mask", False, "the region to take patches from"))
     return inputs
+
+
+@dataclass(frozen=True)
+class TaskUse:
+    """How a trained model of a task is used, so a face offers the right widget and inputs."""
+
+    synthesizes: bool  # api.synthesize makes new patches
+    applies: bool  # api.apply maps a volume
+    apply_inputs: tuple[str, ...]  # "image", and "mask" for inpainting
+    output: str  # what apply gives: "intensity", "labels" or "map" (anomaly)
+    reversible: bool  # apply(reverse=True) maps back (cycle)
+
+
+def task_use(task: str) -> TaskUse:
+    """What a model of ``task`` (a card's ``task``) does; ConfigError for an unknown task."""
+    kind = get_task_class(task)
+    return TaskUse(kind.can_synthesize, kind.can_apply, tuple(kind.apply_inputs), kind.output,
+                   kind.reversible)
+
+
+def anomaly_score(anomaly_map: Volume) -> float:
+    """The one-number score of a volume's anomaly map, as ``evaluate`` reports it."""
+    from .tasks.anomaly import volume_score
+
+    return volume_score(anomaly_map.tensor)
 
 
 def train(
