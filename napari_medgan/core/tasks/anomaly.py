@@ -176,13 +176,12 @@ class AnomalyTask(SynthesisTask):
         scores = result.tensor[0].float()
         positive = lesion.tensor[0] > 0
         dice, threshold = best_threshold_dice(scores, positive, n_thresholds=None)
-        top = max(1, math.ceil(TOP_FRACTION * scores.numel()))
         return {
             "auroc": auroc(scores, positive),
             "auprc": auprc(scores, positive),
             "dice_best": dice,
             "threshold_best": threshold,
-            "score_volume": float(scores.flatten().topk(top).values.mean()),
+            "score_volume": volume_score(scores),
             "map_mean": float(scores.mean()),
         }
 
@@ -221,3 +220,10 @@ def _check_config(config: Config) -> None:
 
 
 TASK = AnomalyTask
+
+
+def volume_score(anomaly_map: torch.Tensor) -> float:
+    """One number per volume: the mean of the map's top :data:`TOP_FRACTION` of voxels."""
+    scores = anomaly_map.float().flatten()
+    top = max(1, math.ceil(TOP_FRACTION * scores.numel()))
+    return float(scores.topk(top).values.mean())
