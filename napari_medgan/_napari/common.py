@@ -311,3 +311,39 @@ class OutputFolder(QWidget):
 def report_error(title: str, err: MedGANError) -> None:
     """A user's problem found on the GUI thread (before a run starts), as one notification."""
     show_error(f"{title}: {err}")
+
+
+class LayerChooser(QComboBox):
+    """The viewer's layers of some types by name, kept current as layers come and go.
+
+    ``optional``: the first entry is "(none)". The list is also refreshed when it opens,
+    so renamed layers show their new names.
+    """
+
+    NONE = "(none)"
+
+    def __init__(self, viewer: Any, layer_types: tuple[type, ...], *, optional: bool = False,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer, self.layer_types, self.optional = viewer, layer_types, optional
+        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            event.connect(self.refresh)
+        self.refresh()
+
+    def refresh(self, event: Any = None) -> None:
+        current = self.currentText()
+        names = [layer.name for layer in self.viewer.layers
+                 if isinstance(layer, self.layer_types)]
+        self.clear()
+        self.addItems(([self.NONE] if self.optional else []) + names)
+        if current in names:
+            self.setCurrentText(current)
+
+    def showPopup(self) -> None:
+        self.refresh()
+        super().showPopup()
+
+    def layer(self) -> Any | None:
+        """The chosen layer, or None (nothing chosen, or it was removed meanwhile)."""
+        name = self.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
