@@ -10,6 +10,8 @@ writes its checkpoint, as the Stop button does.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import threading
 import time
 from collections.abc import Callable
@@ -127,7 +129,7 @@ class Job(QObject):
                  on_finished: Callable | None = None, **kwargs: Any) -> None:
         super().__init__()
         self.stop_event = threading.Event()
-        generator = _is_generator_function(function)
+        generator = inspect.isgeneratorfunction(function)
         worker_class = StoppableGeneratorWorker if generator else StoppableFunctionWorker
         self.worker = create_worker(function, *args, _start_thread=False,
                                     _worker_class=worker_class, _ignore_errors=True,
@@ -172,14 +174,9 @@ class Job(QObject):
 
     def _disconnect_panel(self) -> None:
         self.running = False
-        self.panel.stop_button.clicked.disconnect(self.stop)
-        self.panel.stop_button.setEnabled(False)
-
-
-def _is_generator_function(function: Callable) -> bool:
-    import inspect
-
-    return inspect.isgeneratorfunction(function)
+        with contextlib.suppress(RuntimeError):  # the panel is gone when its viewer closed
+            self.panel.stop_button.clicked.disconnect(self.stop)
+            self.panel.stop_button.setEnabled(False)
 
 
 def _dock_of(widget: QWidget) -> QDockWidget | None:
