@@ -129,6 +129,31 @@ def layer_data_to_volume(data: Any, state: dict[str, Any], layer_type: str) -> V
     return Volume(tensor[None], affine, name=label)
 
 
+def placed_in_a_row(volumes: list[Volume], *, axis: int = 2, centre: Any = None,
+                    gap: float = 0.25) -> list[Volume]:
+    """The volumes moved along world ``axis`` (0 R, 1 A, 2 S) to lie side by side.
+
+    Each keeps its voxels, spacing and orientation; neighbours are ``gap`` of a volume's
+    width apart and the row is centred on ``centre`` (world mm; the origin if None).
+    """
+    corners = np.array(list(itertools.product(*[(0, 1)] * 3)), dtype=np.float64)
+    placed = []
+    for volume in volumes:
+        extent = corners * np.asarray(volume.spatial_shape)
+        world = (volume.affine[:3, :3] @ extent.T).T + volume.affine[:3, 3]
+        placed.append((volume, world.min(axis=0), world.max(axis=0)))
+    step = max(high[axis] - low[axis] for _, low, high in placed) * (1 + gap)
+    target = np.zeros(3) if centre is None else np.asarray(centre, dtype=np.float64)[-3:]
+    moved = []
+    for index, (volume, low, high) in enumerate(placed):
+        shift = target - (low + high) / 2
+        shift[axis] += (index - (len(placed) - 1) / 2) * step
+        affine = volume.affine.copy()
+        affine[:3, 3] += shift
+        moved.append(Volume(volume.tensor, affine, volume.name))
+    return moved
+
+
 def _data_to_world(state: dict[str, Any]) -> np.ndarray:
     """The layer's 4x4 data → world matrix, composed as napari does (affine after the rest)."""
     physical = CompositeAffine(state["scale"], state["translate"], rotate=state["rotate"],
