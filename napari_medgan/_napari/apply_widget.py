@@ -14,7 +14,6 @@ from typing import Any
 
 import napari
 from napari.layers import Image, Labels, Layer
-from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QDoubleSpinBox,
@@ -22,15 +21,14 @@ from qtpy.QtWidgets import (
     QLabel,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
-    QWidget,
 )
 
 from napari_medgan.core import api
 from napari_medgan.core.errors import DataError, MedGANError
 
-from .common import CheckpointPicker, DeviceChooser, Job, LayerChooser, ProgressPanel, report_error
+from .common import DeviceChooser, LayerChooser, report_error
 from .convert import layer_to_volume, volume_to_layer_data
+from .model_widget import ModelWidget
 
 #: How each kind of output is shown: layer type and display settings.
 _OUTPUT_LAYERS = {
@@ -51,18 +49,11 @@ def run_model(checkpoint: Path, volume: api.Volume, *, mask: api.Volume | None, 
     return result, api.anomaly_score(result) if is_map else None
 
 
-class ApplyWidget(QWidget):
+class ApplyWidget(ModelWidget):
     """Apply a translation, cycle, inpainting, segmentation or anomaly model to a layer."""
 
-    #: a run ended (result added, cancelled or failed) and Apply is enabled again
-    run_finished = Signal()
-
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
-        self.checkpoint = CheckpointPicker()
-        self.hint = QLabel("")
-        self.hint.setWordWrap(True)
+        super().__init__(napari_viewer)
         self.input = LayerChooser(self.viewer, (Image,))
         self.mask = LayerChooser(self.viewer, (Labels, Image), optional=True)
         self.mask_label = QLabel("Holes to fill")
@@ -80,7 +71,6 @@ class ApplyWidget(QWidget):
                               "memory.")
         self.device = DeviceChooser()
         self.run_button = QPushButton("Apply")
-        self.panel = ProgressPanel("Cancel")
         self.score = QLabel("")
         self.score.setWordWrap(True)
 
@@ -91,22 +81,17 @@ class ApplyWidget(QWidget):
         form.addRow("Overlap", self.overlap)
         form.addRow("Batch", self.batch)
         form.addRow("Device", self.device)
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.checkpoint)
-        layout.addWidget(self.hint)
-        layout.addLayout(form)
-        layout.addWidget(self.run_button)
-        layout.addWidget(self.panel)
-        layout.addWidget(self.score)
-        layout.addStretch(1)
+        self.column.addLayout(form)
+        self.column.addWidget(self.run_button)
+        self.column.addWidget(self.panel)
+        self.column.addWidget(self.score)
+        self.column.addStretch(1)
 
-        self.job: Job | None = None
         self._use: api.TaskUse | None = None
-        self.checkpoint.card_changed.connect(self._show_card)
         self.run_button.clicked.connect(self.start)
-        self._show_card(None)
+        self.show_card(None)
 
-    def _show_card(self, card: dict[str, Any] | None) -> None:
+    def show_card(self, card: dict[str, Any] | None) -> None:
         """Offer only what this model needs; say which widget a model of another kind needs."""
         self._use, hint = None, ""
         if card is not None:
@@ -123,7 +108,10 @@ class ApplyWidget(QWidget):
         self.mask.setVisible(needs_mask)
         self.mask_label.setVisible(needs_mask)
         self.reverse.setVisible(use is not None and use.reversible)
-        self.run_button.setEnabled(use is not None and use.applies)
+        self.set_idle(True)
+
+    def set_idle(self, idle: bool) -> None:
+        self.run_button.setEnabled(idle and self._use is not None and self._use.applies)
 
     def start(self) -> None:
         """Check the choices on the GUI thread, then run the model in a worker."""
@@ -133,16 +121,11 @@ class ApplyWidget(QWidget):
             report_error("Apply", err)
             return
         layer = self.input.layer()
-        self.run_button.setEnabled(False)
         self.score.setText("")
-        self.job = Job(
-            "Apply", run_model, checkpoint, volume, mask=mask,
-            reverse=self._reverse(),
-            overlap=self.overlap.value(), batch_size=self.batch.value(),
-            device=self.device.spec, progress=self.panel.reported.emit, panel=self.panel,
-            on_return=lambda out: self._add_result(layer.name, *out),
-            on_finished=self._finished)
-        self.job.start(self)
+        self.run("Apply", run_model, checkpoint, volume, mask=mask, reverse=self._reverse(),
+                 overlap=self.overlap.value(), batch_size=self.batch.value(),
+                 device=self.device.spec, progress=self.panel.reported.emit,
+                 on_return=lambda out: self._add_result(layer.name, *out))
 
     def _reverse(self) -> bool:
         return self._use is not None and self._use.reversible and self.reverse.isChecked()
@@ -178,7 +161,3 @@ class ApplyWidget(QWidget):
                 f"Anomaly score of {input_name}: {score:.4g} (mean of the brightest 1 % of the "
                 "map; compare it with the scores of normal volumes: clearly higher means "
                 "something the model has not seen in normal data).")
-
-    def _finished(self) -> None:
-        self.run_button.setEnabled(self._use is not None and self._use.applies)
-        self.run_finished.emit()

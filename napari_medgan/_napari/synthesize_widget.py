@@ -15,22 +15,20 @@ from typing import Any
 import napari
 from magicgui.widgets import FileEdit
 from napari.layers import Image, Layer
-from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QLabel,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
-    QWidget,
 )
 
 from napari_medgan.core import api
 from napari_medgan.core.errors import DataError, MedGANError
 
-from .common import CheckpointPicker, DeviceChooser, Job, LayerChooser, ProgressPanel, report_error
+from .common import DeviceChooser, LayerChooser, report_error
 from .convert import layer_to_volume, placed_in_a_row, volume_to_layer_data
+from .model_widget import ModelWidget
 
 #: The share of synthetic patches "suspiciously close" to training data expected by chance
 #: is 0.05; twice that is flagged as possible memorisation (see the README's Evaluate).
@@ -80,18 +78,11 @@ def describe_quality(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-class SynthesizeWidget(QWidget):
+class SynthesizeWidget(ModelWidget):
     """Generate patches with a synthesis checkpoint and judge how good they are."""
 
-    #: a run ended (patches added, quality shown, cancelled or failed)
-    run_finished = Signal()
-
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
-        self.checkpoint = CheckpointPicker()
-        self.hint = QLabel("")
-        self.hint.setWordWrap(True)
+        super().__init__(napari_viewer)
         self.count = QSpinBox()
         self.count.setRange(1, 64)
         self.count.setValue(4)
@@ -109,7 +100,6 @@ class SynthesizeWidget(QWidget):
         self.quality_button = QPushButton("Check quality")
         self.quality = QLabel("")
         self.quality.setWordWrap(True)
-        self.panel = ProgressPanel("Cancel")
 
         form = QFormLayout()
         form.addRow("Patches", self.count)
@@ -122,20 +112,15 @@ class SynthesizeWidget(QWidget):
         quality_form.addRow("Patches compared", self.patches)
         quality_form.addRow(self.quality_button)
         quality_form.addRow(self.quality)
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.checkpoint)
-        layout.addWidget(self.hint)
-        layout.addLayout(form)
-        layout.addWidget(self.generate_button)
-        layout.addWidget(self.panel)
-        layout.addWidget(quality)
-        layout.addStretch(1)
+        self.column.addLayout(form)
+        self.column.addWidget(self.generate_button)
+        self.column.addWidget(self.panel)
+        self.column.addWidget(quality)
+        self.column.addStretch(1)
 
-        self.job: Job | None = None
-        self.checkpoint.card_changed.connect(self._show_card)
         self.generate_button.clicked.connect(self.generate)
         self.quality_button.clicked.connect(self.check_quality)
-        self._show_card(None)
+        self.show_card(None)
 
     @property
     def _usable(self) -> bool:
@@ -145,7 +130,7 @@ class SynthesizeWidget(QWidget):
         except MedGANError:
             return False
 
-    def _show_card(self, card: dict[str, Any] | None) -> None:
+    def show_card(self, card: dict[str, Any] | None) -> None:
         hint = ""
         if card is not None and not self._usable:
             hint = (f"This is a {card['task']} model: it maps volumes instead of making new "
@@ -154,9 +139,9 @@ class SynthesizeWidget(QWidget):
             units = _UNITS.get(card.get("modality", ""), "the training data's units")
             hint = f"Patches come in {units}, at the training data's voxel spacing."
         self.hint.setText(hint)
-        self._enable(True)
+        self.set_idle(True)
 
-    def _enable(self, idle: bool) -> None:
+    def set_idle(self, idle: bool) -> None:
         self.generate_button.setEnabled(idle and self._usable)
         self.quality_button.setEnabled(idle and self._usable)
 
@@ -166,7 +151,7 @@ class SynthesizeWidget(QWidget):
             report_error("Synthesize", DataError("Choose the folder of a synthesis checkpoint."))
             return
         checkpoint, seed = Path(self.checkpoint.path), self.seed.value()
-        self._run("Synthesize", make_patches, checkpoint, self.count.value(), seed,
+        self.run("Synthesize", make_patches, checkpoint, self.count.value(), seed,
                   self.device.spec, on_return=lambda v: self._add_patches(checkpoint, seed, v))
 
     def check_quality(self) -> None:
@@ -178,15 +163,9 @@ class SynthesizeWidget(QWidget):
             report_error("Check quality", err)
             return
         self.quality.setText("")
-        self._run("Check quality", evaluate_model, Path(self.checkpoint.path), held_out,
+        self.run("Check quality", evaluate_model, Path(self.checkpoint.path), held_out,
                   training, self.patches.value(), self.seed.value(), self.device.spec,
                   on_return=lambda report: self.quality.setText(describe_quality(report)))
-
-    def _run(self, title: str, function, *args, on_return) -> None:
-        self._enable(False)
-        self.job = Job(title, function, *args, panel=self.panel, on_return=on_return,
-                       on_finished=self._finished)
-        self.job.start(self)
 
     def _held_out(self) -> list:
         if not self._usable:
@@ -223,7 +202,3 @@ class SynthesizeWidget(QWidget):
                                              "intensity_units": units})
             self.viewer.add_layer(Layer.create(data, kwargs, kind))
         self.panel.end(f"added {len(placed)} patch(es) in {units or 'the data units'}")
-
-    def _finished(self) -> None:
-        self._enable(True)
-        self.run_finished.emit()

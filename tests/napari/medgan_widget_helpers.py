@@ -60,3 +60,11 @@ class Notifications:
 
     def errors(self) -> list[str]:
         return [message for severity, message in self if severity == "error"]
+
+
+def docked(make_napari_viewer, widget_class, name: str):
+    """A real viewer with ``widget_class`` docked in it, as the plugin menu does."""
+    viewer = make_napari_viewer()
+    widget = widget_class(viewer)
+    viewer.window.add_dock_widget(widget, name=name)
+    return viewer, widget

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from medgan_widget_helpers import Notifications, tiny_checkpoint
+from medgan_widget_helpers import Notifications, docked, tiny_checkpoint
 from napari.layers import Image, Labels
 from qtpy.QtCore import Qt
 from scipy.spatial.transform import Rotation
@@ -38,10 +38,7 @@ def oblique_file(real_dir, tmp_path_factory):
 
 @pytest.fixture
 def viewer_and_widget(make_napari_viewer):
-    viewer = make_napari_viewer()
-    widget = ApplyWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Apply")
-    return viewer, widget
+    return docked(make_napari_viewer, ApplyWidget, "Apply")
 
 
 def _apply(qtbot, widget: ApplyWidget) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from medgan_widget_helpers import Notifications, tiny_checkpoint
+from medgan_widget_helpers import Notifications, docked, tiny_checkpoint
 from napari.layers import Image
 from qtpy.QtCore import Qt
 
@@ -22,10 +22,7 @@ def models(real_dir, tmp_path_factory):
 
 @pytest.fixture
 def viewer_and_widget(make_napari_viewer):
-    viewer = make_napari_viewer()
-    widget = SynthesizeWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Synthesize")
-    return viewer, widget
+    return docked(make_napari_viewer, SynthesizeWidget, "Synthesize")
 
 
 def _press(qtbot, widget: SynthesizeWidget, button) -> None:
