@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
 from napari_medgan.core import api
 from napari_medgan.core.errors import DataError, MedGANError
 
-from .common import DeviceChooser, LayerChooser, report_error
+from .common import LayerChooser, report_error
 from .convert import layer_to_volume, volume_to_layer_data
 from .model_widget import ModelWidget
 
@@ -69,7 +69,6 @@ class ApplyWidget(ModelWidget):
         self.batch.setValue(4)
         self.batch.setToolTip("Patches per forward pass: lower it if the device runs out of "
                               "memory.")
-        self.device = DeviceChooser()
         self.run_button = QPushButton("Apply")
         self.score = QLabel("")
         self.score.setWordWrap(True)
@@ -124,7 +123,7 @@ class ApplyWidget(ModelWidget):
         self.score.setText("")
         self.run("Apply", run_model, checkpoint, volume, mask=mask, reverse=self._reverse(),
                  overlap=self.overlap.value(), batch_size=self.batch.value(),
-                 device=self.device.spec, progress=self.panel.reported.emit,
+                 device=self.device.spec, progress=self.panel.reported.emit, counted=True,
                  on_return=lambda out: self._add_result(layer.name, *out))
 
     def _reverse(self) -> bool:
@@ -155,7 +154,7 @@ class ApplyWidget(ModelWidget):
                                                         **style)
         kwargs["metadata"]["checkpoint"] = str(self.checkpoint.path)
         self.viewer.add_layer(Layer.create(data, kwargs, layer_type))
-        self.panel.end(f"added layer {name!r}")
+        self.done(f"added layer {name!r}")
         if score is not None:
             self.score.setText(
                 f"Anomaly score of {input_name}: {score:.4g} (mean of the brightest 1 % of the "

@@ -322,6 +322,7 @@ class LayerChooser(QComboBox):
     def __init__(self, viewer: Any, layer_types: tuple[type, ...], *, optional: bool = False,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
         self.viewer, self.layer_types, self.optional = viewer, layer_types, optional
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self.refresh)

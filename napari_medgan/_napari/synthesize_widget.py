@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
 from napari_medgan.core import api
 from napari_medgan.core.errors import DataError, MedGANError
 
-from .common import DeviceChooser, LayerChooser, report_error
+from .common import LayerChooser, report_error
 from .convert import layer_to_volume, placed_in_a_row, volume_to_layer_data
 from .model_widget import ModelWidget
 
@@ -88,7 +88,6 @@ class SynthesizeWidget(ModelWidget):
         self.count.setValue(4)
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
-        self.device = DeviceChooser()
         self.generate_button = QPushButton("Generate")
         self.held_out_layer = LayerChooser(self.viewer, (Image,), optional=True)
         self.held_out_files = FileEdit(mode="rm", label="Held-out files")
@@ -152,7 +151,7 @@ class SynthesizeWidget(ModelWidget):
             return
         checkpoint, seed = Path(self.checkpoint.path), self.seed.value()
         self.run("Synthesize", make_patches, checkpoint, self.count.value(), seed,
-                  self.device.spec, on_return=lambda v: self._add_patches(checkpoint, seed, v))
+                 self.device.spec, on_return=lambda v: self._add_patches(checkpoint, seed, v))
 
     def check_quality(self) -> None:
         """Evaluate the model on the chosen held-out layer and files, in a worker."""
@@ -164,8 +163,13 @@ class SynthesizeWidget(ModelWidget):
             return
         self.quality.setText("")
         self.run("Check quality", evaluate_model, Path(self.checkpoint.path), held_out,
-                  training, self.patches.value(), self.seed.value(), self.device.spec,
-                  on_return=lambda report: self.quality.setText(describe_quality(report)))
+                 training, self.patches.value(), self.seed.value(), self.device.spec,
+                 on_return=self._show_quality)
+
+    def _show_quality(self, report: dict[str, Any]) -> None:
+        self.quality.setText(describe_quality(report))
+        self.done(f"compared {report['n_synthetic']} synthetic with {report['n_held_out']} "
+                  "real patches")
 
     def _held_out(self) -> list:
         if not self._usable:
@@ -187,7 +191,7 @@ class SynthesizeWidget(ModelWidget):
 
     def _add_patches(self, checkpoint: Path, seed: int, volumes: list[api.Volume]) -> None:
         if not volumes:
-            self.panel.end("cancelled")
+            self.panel.end("cancelled: nothing was added")
             return
         card = self.checkpoint.card or {}
         units = _UNITS.get(card.get("modality", ""), "")
@@ -201,4 +205,4 @@ class SynthesizeWidget(ModelWidget):
                 volume, name=name, metadata={"checkpoint": str(checkpoint), "seed": seed,
                                              "intensity_units": units})
             self.viewer.add_layer(Layer.create(data, kwargs, kind))
-        self.panel.end(f"added {len(placed)} patch(es) in {units or 'the data units'}")
+        self.done(f"added {len(placed)} patch(es) in {units or 'the data units'}")
