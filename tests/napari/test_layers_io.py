@@ -6,6 +6,9 @@ with voxel axes running towards left / posterior (LPS), as scanners write NRRD.
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -15,9 +18,8 @@ from napari import save_layers
 from napari.layers import Image, Labels
 from scipy.spatial.transform import Rotation
 
-from napari_medgan._napari.convert import data_axes, layer_to_volume, volume_to_layer_data
+from napari_medgan._napari.convert import layer_to_volume, volume_to_layer_data
 from napari_medgan._napari.reader import get_reader
-from napari_medgan._napari.samples import ct_head
 from napari_medgan._napari.writer import write_image
 from napari_medgan.core import api
 from napari_medgan.core.errors import DataError
@@ -103,6 +105,55 @@ def test_integer_label_map_opens_as_labels_and_saves_as_integers(make_napari_vie
                        api.read_volume(real_dir / "labels_a.nii.gz").tensor)
 
 
+def _core_io_tests():
+    """The core's IO tests module, for its DICOM series writer."""
+    path = Path(__file__).parents[1] / "core" / "test_io.py"
+    spec = importlib.util.spec_from_file_location("core_test_io", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dicom_folder_and_tiff_stack_open_with_their_spacing(make_napari_viewer, tmp_path,
+                                                             real_dir):
+    t1 = api.read_volume(real_dir / "t1_a.nii.gz").tensor[0, :12, :10, :6].numpy()
+    series = tmp_path / "series"
+    _core_io_tests().write_dicom_series(series, t1.transpose().astype(np.int16),
+                                        spacing=(0.6, 0.7, 2.5), origin=(5.0, -3.0, 12.0))
+    tiff = api.write_volume(api.Volume(torch.from_numpy(t1)[None], np.diag([0.5, 0.5, 2.0, 1.0]),
+                                       "t"), tmp_path / "stack.tif")
+    viewer = make_napari_viewer()
+    dicom, = viewer.open(str(series), plugin="napari-medgan")
+    stack, = viewer.open(str(tiff), plugin="napari-medgan")
+    np.testing.assert_allclose(np.abs(dicom.scale), (0.6, 0.7, 2.5), atol=1e-4)
+    np.testing.assert_allclose(dicom.translate, (-5.0, 3.0, 12.0), atol=1e-4)
+    np.testing.assert_allclose(stack.scale, (0.5, 0.5, 2.0))
+    assert dicom.data.shape == stack.data.shape == (12, 10, 6)
+    np.testing.assert_array_equal(stack.data, t1)
+
+
+def test_a_layer_made_in_napari_saves_with_its_scale_and_translate(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(np.random.rand(8, 9, 10).astype(np.float32), name="drawn",
+                             scale=(0.5, 1.0, 2.0), translate=(10.0, -5.0, 3.0))
+    save_layers(str(tmp_path / "drawn.nrrd"), [layer], plugin="napari-medgan")
+    saved = api.read_volume(tmp_path / "drawn.nrrd")
+    expected = np.diag([0.5, 1.0, 2.0, 1.0])
+    expected[:3, 3] = (10.0, -5.0, 3.0)
+    np.testing.assert_allclose(saved.affine, expected, atol=1e-9)
+    np.testing.assert_array_equal(saved.tensor[0].numpy(), layer.data)
+
+
+@pytest.mark.parametrize("key", ["mni152_t1", "mni152_gm", "ct_head"])
+def test_sample_data_opens_from_the_plugin_menu(make_napari_viewer, key):
+    viewer = make_napari_viewer()
+    layer, = viewer.open_sample("napari-medgan", key)
+    volume = api.sample_volume(key)
+    assert layer.data.shape == tuple(np.array(volume.spatial_shape)[list(layer.metadata["axes"])])
+    assert layer.metadata["source"] == f"sample:{key}"
+    np.testing.assert_allclose(layer_to_volume(layer).affine, volume.affine)
+
+
 def test_get_reader_refuses_what_it_cannot_read_without_raising(tmp_path, real_dir):
     (tmp_path / "notes.txt").write_text("hello")
     (tmp_path / "folder").mkdir()
@@ -111,16 +162,6 @@ def test_get_reader_refuses_what_it_cannot_read_without_raising(tmp_path, real_d
                  [str(real_dir / "t1_a.nii.gz"), str(tmp_path / "notes.txt")]):
         assert get_reader(path) is None
     assert get_reader(str(real_dir / "t1_a.nii.gz")) is not None
-
-
-def test_sample_data_keeps_the_true_spacing():
-    (data, kwargs, kind), = ct_head()
-    volume = api.sample_volume("ct_head")
-    assert kind == "image" and data.shape == tuple(np.array(volume.spatial_shape)[
-        list(data_axes(volume.affine))])
-    np.testing.assert_allclose(np.abs(kwargs["scale"]),
-                               np.array(volume.spacing)[list(data_axes(volume.affine))])
-    assert kwargs["metadata"]["affine"] == volume.affine.tolist()
 
 
 @pytest.mark.parametrize("data, message", [
