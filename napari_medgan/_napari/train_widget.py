@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import napari
+import numpy as np
 from magicgui.widgets import FileEdit
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
@@ -34,12 +35,19 @@ from qtpy.QtWidgets import (
 from napari_medgan.core import api
 from napari_medgan.core.errors import ConfigError, MedGANError
 
-from .common import CheckpointPicker, DeviceChooser, Job, OutputFolder, ProgressPanel, report_error
+from .common import (
+    CheckpointPicker,
+    DeviceChooser,
+    Job,
+    LayerChooser,
+    OutputFolder,
+    ProgressPanel,
+    report_error,
+)
 from .convert import layer_to_volume, volume_to_layer_data
 
 PREVIEW_LAYER = "medgan preview"
-PLOT_INTERVAL_S = 0.5  # the loss plot is redrawn at most this often
-NO_LAYER = "—"
+PLOT_INTERVAL_S = 1.0  # the loss plot is redrawn at most this often: a draw blocks the GUI
 #: the Config.data field each role's files go to
 ROLE_PATHS = {"image": "paths", "target": "targets", "labels": "labels", "mask": "masks"}
 
@@ -55,8 +63,8 @@ class RoleInput(QWidget):
 
     def __init__(self, viewer: napari.Viewer, task_input: api.TaskInput) -> None:
         super().__init__()
-        self.viewer, self.task_input = viewer, task_input
-        self.layer_box = QComboBox()
+        self.task_input = task_input
+        self.layer_box = LayerChooser(viewer, (Image, Labels), optional=not task_input.required)
         self.files = FileEdit(mode="rm", nullable=True, label="or files")
         self.files.native.setToolTip("Volume files or folders; used instead of the layer.")
         layout = QVBoxLayout(self)
@@ -64,20 +72,6 @@ class RoleInput(QWidget):
         layout.addWidget(self.layer_box)
         layout.addWidget(self.files.native)
         self.setToolTip(task_input.meaning)
-        self.refresh()
-
-    def refresh(self) -> None:
-        """List the open Image and Labels layers, keeping the current choice if it's still there."""
-        current = self.layer_box.currentText()
-        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image | Labels)]
-        self.layer_box.blockSignals(True)
-        self.layer_box.clear()
-        if not self.task_input.required or not names:
-            self.layer_box.addItem(NO_LAYER)
-        self.layer_box.addItems(names)
-        if current in names:
-            self.layer_box.setCurrentText(current)
-        self.layer_box.blockSignals(False)
 
     @property
     def paths(self) -> list[str]:
@@ -85,17 +79,20 @@ class RoleInput(QWidget):
 
     @property
     def layer(self) -> Layer | None:
-        name = self.layer_box.currentText()
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+        return self.layer_box.layer()
 
 
 class LossPlot(FigureCanvasQTAgg):
-    """The losses so far, one line each; redrawn with ``draw_idle`` at most twice a second."""
+    """The losses so far, one line each; redrawn with ``draw_idle`` at most once a second.
+
+    Fixed margins, not a tight layout: laying out again on every draw tripled its cost.
+    """
 
     def __init__(self) -> None:
-        self.figure = Figure(figsize=(4, 2.4), layout="tight")
+        self.figure = Figure(figsize=(4, 2.4), dpi=80)
         super().__init__(self.figure)
         self.axes = self.figure.add_subplot()
+        self.figure.subplots_adjust(left=0.16, right=0.97, bottom=0.2, top=0.95)
         self.setMinimumHeight(180)
         self.history: dict[str, tuple[list[int], list[float]]] = {}
         self._lines: dict[str, Any] = {}
@@ -193,9 +190,6 @@ class TrainWidget(QWidget):
         self.config_file.changed.connect(self._load_config_file)
         self.resume.card_changed.connect(self._load_resume_card)
         self.start_button.clicked.connect(self.start)
-        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed,
-                      self.viewer.layers.events.moved):
-            event.connect(self._refresh_layers)
         self._show_task_inputs(self.task_box.currentText())
 
     # --- settings -----------------------------------------------------------------------
@@ -208,10 +202,6 @@ class TrainWidget(QWidget):
         for role, picker in self.roles.items():
             label = role if picker.task_input.required else f"{role} (optional)"
             self.inputs_form.addRow(label, picker)
-
-    def _refresh_layers(self, event=None) -> None:
-        for picker in self.roles.values():
-            picker.refresh()
 
     def _show_config(self, config: api.Config) -> None:
         self.task_box.setCurrentText(config.task)
@@ -238,7 +228,8 @@ class TrainWidget(QWidget):
         if card is None:
             return
         config = api.Config.from_dict(card["config"], source=f"the card of {self.resume.path}")
-        config.train.steps = max(config.train.steps, int(card["step"]) * 2)
+        step = int(card["step"])  # a stopped run goes on to its total; a finished one doubles
+        config.train.steps = config.train.steps if step < config.train.steps else 2 * step
         self._show_config(config)
         self.output.set_path(self.resume.path)
 
@@ -323,10 +314,17 @@ class TrainWidget(QWidget):
         if PREVIEW_LAYER in self.viewer.layers and isinstance(
                 self.viewer.layers[PREVIEW_LAYER], Image):
             layer = self.viewer.layers[PREVIEW_LAYER]
-            layer.data = data
-            for key in ("scale", "translate", "affine", "metadata"):
-                if key in kwargs:
+            # every assignment redraws the layer (~25 ms here), even of an equal value: the
+            # geometry is set only when a new run changed it
+            for key in ("scale", "translate"):
+                if key in kwargs and not np.allclose(getattr(layer, key), kwargs[key]):
                     setattr(layer, key, kwargs[key])
+            if "affine" in kwargs and not np.allclose(layer.affine.affine_matrix,
+                                                      kwargs["affine"]):
+                layer.affine = kwargs["affine"]
+            if layer.metadata != kwargs["metadata"]:
+                layer.metadata = kwargs["metadata"]
+            layer.data = data
             layer.reset_contrast_limits()
         else:
             if PREVIEW_LAYER in self.viewer.layers:  # a layer of another kind took the name
