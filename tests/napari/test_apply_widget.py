@@ -158,6 +158,20 @@ def test_a_2d_layer_is_refused_by_name_before_any_run(qtbot, viewer_and_widget, 
     assert [layer.name for layer in viewer.layers] == ["slice"]
 
 
+def test_a_layer_smaller_than_the_patch_is_padded_and_keeps_its_shape(
+        qtbot, viewer_and_widget, models, real_dir):
+    viewer, widget = viewer_and_widget
+    t1 = viewer.open(str(real_dir / "t1_b.nii.gz"), plugin="napari-medgan")[0]
+    small = viewer.add_image(t1.data[:10, :12, :40].copy(), name="small", scale=t1.scale,
+                             translate=t1.translate)
+    widget.checkpoint.set_path(models("translation"))
+    widget.input.setCurrentText("small")
+    _apply(qtbot, widget)
+    result = viewer.layers["small translation"]
+    assert result.data.shape == small.data.shape == (10, 12, 40)
+    np.testing.assert_allclose(result.scale, small.scale)
+
+
 def test_cancel_stops_the_run_and_adds_nothing(qtbot, viewer_and_widget, models, real_dir):
     viewer, widget = viewer_and_widget
     viewer.open(str(real_dir / "t1_b.nii.gz"), plugin="napari-medgan")

@@ -89,7 +89,6 @@ def test_memorisation_of_a_model_trained_on_a_layer_uses_that_open_layer(
         qtbot, viewer_and_widget, real_dir, tmp_path):
     viewer, widget = viewer_and_widget
     layer, = viewer.open(str(real_dir / "t1_a.nii.gz"), plugin="napari-medgan")
-    held_out, = viewer.open(str(real_dir / "t1_b.nii.gz"), plugin="napari-medgan")
     config = api.Config()
     m = config.model
     m.patch_size, m.latent_dim, m.g_channels, m.d_channels, m.max_channels = 16, 8, 4, 4, 16
@@ -97,10 +96,27 @@ def test_memorisation_of_a_model_trained_on_a_layer_uses_that_open_layer(
     list(api.train(config, tmp_path / "from-layer", volumes={"image": [layer_to_volume(layer)]}))
     widget.checkpoint.set_path(tmp_path / "from-layer")
     assert "layer:t1_a" in widget.checkpoint.summary.text()
-    widget.held_out_layer.setCurrentText(held_out.name)
+    widget.held_out_files.value = [real_dir / "t1_b.nii.gz"]  # held out as a file this time
     widget.patches.setValue(8)
     _press(qtbot, widget, widget.quality_button)
     assert "of synthetic patches are closer" in widget.quality.text().splitlines()[0]
+
+
+def test_ct_patches_come_in_hounsfield_units(qtbot, viewer_and_widget, real_dir, tmp_path):
+    viewer, widget = viewer_and_widget
+    config = api.Config()
+    config.data.paths, config.data.modality = [str(real_dir / "ct_a.nii.gz")], "ct"
+    m = config.model
+    m.patch_size, m.latent_dim, m.g_channels, m.d_channels, m.max_channels = 16, 8, 4, 4, 16
+    config.train.steps, config.train.batch_size, config.train.device = 1, 2, "cpu"
+    list(api.train(config, tmp_path / "ct"))
+    widget.checkpoint.set_path(tmp_path / "ct")
+    assert "HU" in widget.hint.text()
+    widget.count.setValue(1)
+    _press(qtbot, widget, widget.generate_button)
+    layer = viewer.layers["ct seed 0 #0"]
+    assert layer.metadata["intensity_units"] == "HU"
+    assert layer.data.min() >= -1000 - 1e-3 and layer.data.max() <= 1000 + 1e-3  # the HU window
 
 
 def test_a_held_out_layer_smaller_than_the_patch_is_reported_and_nothing_is_lost(
