@@ -58,24 +58,26 @@ def volume_to_layer_data(
     """
     if layer_type not in ("image", "labels"):
         raise ValueError(f"layer_type must be 'image' or 'labels', got {layer_type!r}")
-    if volume.tensor.shape[0] != 1:
-        raise DataError(f"{volume.name or 'The volume'} has {volume.tensor.shape[0]} channels; "
-                        "a layer shows one. Extract the channel you want first.")
     axes = data_axes(volume.affine)
-    data = volume.tensor[0].detach().cpu().numpy().transpose(axes)
+    data = volume.tensor.detach().cpu().numpy().transpose(0, *(a + 1 for a in axes))
+    channels = data.shape[0]  # several (time points, echoes) stay a leading axis to browse
+    data = data[0] if channels == 1 else data
     if layer_type == "labels" and not np.issubdtype(data.dtype, np.integer):
         data = data.astype(_label_dtype(data))
     linear = volume.affine[:3, list(axes)]
     origin = volume.affine[:3, 3]
     kwargs: dict[str, Any] = {"name": name or volume.name, "units": ("mm",) * 3}
+    lead = [] if channels == 1 else [0]  # the leading axis: no length, at 0
     spacing = np.diag(linear)
     if np.all(np.abs(linear - np.diag(spacing)) <= _OBLIQUE_TOLERANCE * np.abs(spacing).max()):
-        kwargs.update(scale=tuple(float(s) for s in spacing),
-                      translate=tuple(float(t) for t in origin))
+        kwargs.update(scale=tuple(float(s) for s in [1, *spacing][1 - len(lead):]),
+                      translate=tuple(float(t) for t in [*lead, *origin]))
     else:
-        matrix = np.eye(4)
-        matrix[:3, :3], matrix[:3, 3] = linear, origin
+        matrix = np.eye(4 + len(lead))
+        matrix[-4:-1, -4:-1], matrix[-4:-1, -1] = linear, origin
         kwargs["affine"] = matrix
+    if lead:
+        kwargs["units"] = ("", "mm", "mm", "mm")
     metadata = {"affine": volume.affine.tolist(), "axes": list(axes)}
     if source is not None:
         metadata["source"] = source

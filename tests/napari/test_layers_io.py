@@ -154,6 +154,19 @@ def test_sample_data_opens_from_the_plugin_menu(make_napari_viewer, key):
     np.testing.assert_allclose(layer_to_volume(layer).affine, volume.affine)
 
 
+def test_a_volume_with_a_time_axis_opens_to_browse_but_is_refused_for_training(
+        make_napari_viewer, tmp_path):
+    affine = np.diag([2.0, 2.0, 3.0, 1.0])
+    series = np.random.default_rng(0).random((8, 9, 10, 3), dtype=np.float32)  # i, j, k, t
+    nib.save(nib.Nifti1Image(series, affine), tmp_path / "fmri.nii.gz")
+    viewer = make_napari_viewer()
+    layer, = viewer.open(str(tmp_path / "fmri.nii.gz"), plugin="napari-medgan")
+    assert layer.data.shape == (3, 8, 9, 10)
+    np.testing.assert_allclose(layer.scale, (1.0, 2.0, 2.0, 3.0))
+    with pytest.raises(DataError, match="layer:fmri has 4 dimensions .* time axis"):
+        layer_to_volume(layer)
+
+
 def test_get_reader_refuses_what_it_cannot_read_without_raising(tmp_path, real_dir):
     (tmp_path / "notes.txt").write_text("hello")
     (tmp_path / "folder").mkdir()
