@@ -73,10 +73,6 @@ def _card(folder) -> dict:
     return json.loads((folder / "card.json").read_text())
 
 
-def _wait(qtbot, widget, timeout=120_000):
-    return qtbot.waitSignal(widget.job.worker.finished, timeout=timeout)
-
-
 def _run(qtbot, widget, timeout=120_000):
     """Press Start and wait until the run is over (Start is enabled again)."""
     qtbot.mouseClick(widget.start_button, Qt.LeftButton)
@@ -117,46 +113,30 @@ def test_preview_layer_is_made_once_and_updated_in_place(train_widget, qtbot):
     assert len([layer for layer in viewer.layers if layer.name.startswith(PREVIEW_LAYER)]) == 1
 
 
-def test_stop_ends_at_the_next_step_and_keeps_the_checkpoint(train_widget, qtbot, tmp_path):
+#: the ways a run ends early; each must end it at the next step with its checkpoint
+ENDINGS = {
+    "Stop pressed": lambda qtbot, w: qtbot.mouseClick(w.panel.stop_button, Qt.LeftButton),
+    "dock closed": lambda qtbot, w: w.viewer.window.remove_dock_widget(w),  # its close button
+    "viewer closed": lambda qtbot, w: w.viewer.close(),  # napari quits its running tasks
+}
+
+
+@pytest.mark.parametrize("ending", ENDINGS)
+def test_a_run_ended_early_stops_at_the_next_step_and_keeps_its_checkpoint(
+        train_widget, qtbot, tmp_path, ending):
     widget = train_widget
     widget.steps.setValue(100_000)
     before = widget.viewer.layers["brain"].data.copy()
     qtbot.mouseClick(widget.start_button, Qt.LeftButton)
     qtbot.waitUntil(lambda: widget.last_event is not None and widget.last_event.step >= 1,
                     timeout=120_000)
-    with _wait(qtbot, widget):
-        qtbot.mouseClick(widget.panel.stop_button, Qt.LeftButton)
-    assert widget.last_event.kind == "stopped"
-    card = _card(tmp_path / "run")
-    assert 1 <= card["step"] < 100_000
-    assert widget.start_button.isEnabled()
-    np.testing.assert_array_equal(widget.viewer.layers["brain"].data, before)
-
-
-def test_closing_the_dock_while_training_stops_and_keeps_the_checkpoint(train_widget, qtbot,
-                                                                        tmp_path):
-    widget = train_widget
-    widget.steps.setValue(100_000)
-    qtbot.mouseClick(widget.start_button, Qt.LeftButton)
-    qtbot.waitUntil(lambda: widget.last_event is not None and widget.last_event.step >= 1,
-                    timeout=120_000)
-    with _wait(qtbot, widget):
-        widget.viewer.window.remove_dock_widget(widget)  # what the dock's close button does
-    assert widget.last_event.kind == "stopped"
+    with qtbot.waitSignal(widget.job.worker.finished, timeout=120_000):
+        ENDINGS[ending](qtbot, widget)
     assert 1 <= _card(tmp_path / "run")["step"] < 100_000
-
-
-def test_closing_the_viewer_while_training_stops_and_keeps_the_checkpoint(train_widget, qtbot,
-                                                                          tmp_path):
-    widget = train_widget
-    widget.steps.setValue(100_000)
-    qtbot.mouseClick(widget.start_button, Qt.LeftButton)
-    qtbot.waitUntil(lambda: widget.last_event is not None and widget.last_event.step >= 1,
-                    timeout=120_000)
-    worker = widget.job.worker
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        widget.viewer.close()  # napari quits its running tasks: ours stops at the next step
-    assert 1 <= _card(tmp_path / "run")["step"] < 100_000  # the widget went with the viewer
+    if ending != "viewer closed":  # else the widget went with the viewer
+        assert widget.last_event.kind == "stopped"
+        assert widget.start_button.isEnabled()
+        np.testing.assert_array_equal(widget.viewer.layers["brain"].data, before)
 
 
 def test_resume_continues_the_run_in_its_folder(train_widget, qtbot, tmp_path):
@@ -254,3 +234,21 @@ def test_an_existing_output_folder_is_kept_unless_the_user_agrees(train_widget, 
     assert asked and len(errors) == 1 and "already exists" in errors[0]
     assert widget.job is None and widget.start_button.isEnabled()
     assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
+
+
+def test_a_paired_task_trains_on_a_layer_with_its_targets_from_files(train_widget, qtbot,
+                                                                    real_dir, tmp_path):
+    widget = train_widget
+    _add(widget.viewer, api.read_volume(real_dir / "t1_a.nii.gz"), "t1")
+    widget.task_box.setCurrentText("translation")
+    assert list(widget.roles) == ["image", "target", "mask"]
+    widget.roles["image"].layer_box.setCurrentText("t1")
+    widget.roles["target"].files.value = [real_dir / "gm_a.nii.gz"]
+    widget.steps.setValue(2)
+    _run(qtbot, widget)
+    card = _card(tmp_path / "run")
+    assert card["task"] == "translation" and card["step"] == 2
+    assert "t1" in json.dumps(card["data"]) and "gm_a.nii.gz" in json.dumps(card["data"])
+    preview = widget.viewer.layers[PREVIEW_LAYER]
+    assert preview.data.shape == (16, 16, 16)
+    np.testing.assert_allclose(preview.scale, [1.0, 1.0, 1.0])  # this run's card: 1 mm
