@@ -138,6 +138,7 @@ class TrainWidget(QWidget):
 
         self.task_box = QComboBox()
         self.task_box.addItems(api.available_tasks())
+        self.task_box.setCurrentText(api.Config().task)  # the core's default task
         self.inputs_box = QGroupBox("Training data")
         self.inputs_form = QFormLayout(self.inputs_box)
         self.roles: dict[str, RoleInput] = {}
