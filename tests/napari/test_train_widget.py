@@ -158,6 +158,10 @@ def test_each_task_shows_only_the_pickers_it_needs(train_widget):
         assert list(widget.roles) == [i.role for i in api.task_inputs(task)]
     widget.task_box.setCurrentText("segmentation")
     assert "labels" in widget.roles and "target" not in widget.roles
+    # pickers of earlier tasks are gone: a new layer reaches only the current ones
+    widget.viewer.add_labels(np.zeros((24, 24, 24), np.uint8), name="tissue")
+    widget.roles["labels"].layer_box.setCurrentText("tissue")
+    assert widget.roles["labels"].layer.name == "tissue"
 
 
 # --- bad input: one clear notification, the viewer alive, nothing lost -------------------
