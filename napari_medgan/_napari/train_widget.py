@@ -274,6 +274,8 @@ class TrainWidget(QWidget):
         if self.job is not None and self.job.running:
             return
         try:
+            if self.resume.path is not None and self.resume.card is None:
+                api.read_card(self.resume.path)  # a folder that can't be resumed says why
             config = self.config()
             volumes = self.training_inputs(config)
             resume = self.resume.path if self.resume.card is not None else None

@@ -256,3 +256,19 @@ def test_a_paired_task_trains_on_a_layer_with_its_targets_from_files(train_widge
     preview = widget.viewer.layers[PREVIEW_LAYER]
     assert preview.data.shape == (16, 16, 16)
     np.testing.assert_allclose(preview.scale, [1.0, 1.0, 1.0])  # this run's card: 1 mm
+
+
+@pytest.mark.parametrize("broken", ["missing", "corrupt"])
+def test_resuming_from_a_broken_checkpoint_is_refused(train_widget, qtbot, tmp_path, broken):
+    widget = train_widget
+    folder = tmp_path / "old"
+    if broken == "corrupt":
+        folder.mkdir()
+        (folder / "card.json").write_text("{not json")
+    widget.resume.set_path(folder)
+    assert widget.resume.card is None and widget.resume.summary.text()  # the picker says why
+    start = len(notification_manager.records)
+    qtbot.mouseClick(widget.start_button, Qt.LeftButton)
+    errors = _errors_since(start)
+    assert len(errors) == 1 and str(folder) in errors[0]
+    assert widget.job is None and not widget.output.path.exists()  # no fresh run instead
