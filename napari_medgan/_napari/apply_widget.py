@@ -9,6 +9,7 @@ napari worker with a progress bar and Cancel; the input layers are never changed
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -119,12 +120,15 @@ class ApplyWidget(ModelWidget):
         except MedGANError as err:
             report_error("Apply", err)
             return
-        layer = self.input.layer()
+        input_name, reverse = self.input.layer().name, self._reverse()
+        task = (self.checkpoint.card or {}).get("task", "result")
+        name = f"{input_name} {task}{' reverse' if reverse else ''}"
         self.score.setText("")
-        self.run("Apply", run_model, checkpoint, volume, mask=mask, reverse=self._reverse(),
+        self.run("Apply", run_model, checkpoint, volume, mask=mask, reverse=reverse,
                  overlap=self.overlap.value(), batch_size=self.batch.value(),
                  device=self.device.spec, progress=self.panel.reported.emit, counted=True,
-                 on_return=lambda out: self._add_result(layer.name, *out))
+                 on_return=partial(self._add_result, input_name, name, self._use.output,
+                                   checkpoint))
 
     def _reverse(self) -> bool:
         return self._use is not None and self._use.reversible and self.reverse.isChecked()
@@ -144,15 +148,14 @@ class ApplyWidget(ModelWidget):
             mask = layer_to_volume(mask_layer)
         return Path(self.checkpoint.path), layer_to_volume(layer), mask
 
-    def _add_result(self, input_name: str, result: api.Volume, score: float | None) -> None:
-        card = self.checkpoint.card or {}
-        kind = self._use.output if self._use else "intensity"
-        layer_type, style = _OUTPUT_LAYERS[kind]
-        direction = " reverse" if self._reverse() else ""
-        name = f"{input_name} {card.get('task', 'result')}{direction}"
-        data, kwargs, layer_type = volume_to_layer_data(result, layer_type=layer_type, name=name,
+    def _add_result(self, input_name: str, name: str, output: str, checkpoint: Path,
+                    result: tuple[api.Volume, float | None]) -> None:
+        """The run's output as a new layer (what was chosen at Apply, whatever changed since)."""
+        volume, score = result
+        layer_type, style = _OUTPUT_LAYERS[output]
+        data, kwargs, layer_type = volume_to_layer_data(volume, layer_type=layer_type, name=name,
                                                         **style)
-        kwargs["metadata"]["checkpoint"] = str(self.checkpoint.path)
+        kwargs["metadata"]["checkpoint"] = str(checkpoint)
         self.viewer.add_layer(Layer.create(data, kwargs, layer_type))
         self.done(f"added layer {name!r}")
         if score is not None:

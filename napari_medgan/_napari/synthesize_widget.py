@@ -9,6 +9,7 @@ worker and explains each number, the memorisation flag first.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -150,8 +151,9 @@ class SynthesizeWidget(ModelWidget):
             report_error("Synthesize", DataError("Choose the folder of a synthesis checkpoint."))
             return
         checkpoint, seed = Path(self.checkpoint.path), self.seed.value()
+        units = _UNITS.get(self.checkpoint.card.get("modality", ""), "")
         self.run("Synthesize", make_patches, checkpoint, self.count.value(), seed,
-                 self.device.spec, on_return=lambda v: self._add_patches(checkpoint, seed, v))
+                 self.device.spec, on_return=partial(self._add_patches, checkpoint, seed, units))
 
     def check_quality(self) -> None:
         """Evaluate the model on the chosen held-out layer and files, in a worker."""
@@ -189,12 +191,11 @@ class SynthesizeWidget(ModelWidget):
         layers = [self.viewer.layers[n] for n in names if n in self.viewer.layers]
         return [layer_to_volume(layer) for layer in layers] or None
 
-    def _add_patches(self, checkpoint: Path, seed: int, volumes: list[api.Volume]) -> None:
+    def _add_patches(self, checkpoint: Path, seed: int, units: str,
+                     volumes: list[api.Volume]) -> None:
         if not volumes:
             self.panel.end("cancelled: nothing was added")
             return
-        card = self.checkpoint.card or {}
-        units = _UNITS.get(card.get("modality", ""), "")
         dims = self.viewer.dims
         in_view = dims.ndim == 3
         placed = placed_in_a_row(volumes, axis=dims.displayed[-1] if in_view else 2,

@@ -27,7 +27,7 @@ def test_manifest_is_the_top_level_file_through_a_symlink():
 
 def test_npe2_validates_the_installed_distribution():
     result = subprocess.run([sys.executable, "-m", "npe2", "validate", "napari-medgan"],
-                            capture_output=True, text=True, cwd=ROOT)
+                            capture_output=True, encoding="utf-8", cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "valid" in result.stdout
 
