@@ -228,7 +228,11 @@ class TrainWidget(QWidget):
         """Resuming continues the card's run: its settings, more steps, the same folder."""
         if card is None:
             return
-        config = api.Config.from_dict(card["config"], source=f"the card of {self.resume.path}")
+        try:
+            config = api.Config.from_dict(card["config"], source=f"the card of {self.resume.path}")
+        except MedGANError as err:
+            report_error("Train", err)
+            return
         step = int(card["step"])  # a stopped run goes on to its total; a finished one doubles
         config.train.steps = config.train.steps if step < config.train.steps else 2 * step
         self._show_config(config)
