@@ -25,8 +25,9 @@ def test_manifest_is_the_top_level_file_through_a_symlink():
                                                                  "ct_head"]
 
 
-def test_npe2_validates_the_installed_distribution():
-    result = subprocess.run([sys.executable, "-m", "npe2", "validate", "napari-medgan"],
+def test_npe2_validates_the_installed_distribution_and_imports_every_command():
+    result = subprocess.run([sys.executable, "-m", "npe2", "validate", "napari-medgan",
+                             "--imports"],
                             capture_output=True, encoding="utf-8", cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "valid" in result.stdout
