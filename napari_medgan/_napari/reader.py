@@ -27,9 +27,12 @@ PathOrPaths = str | Path | Sequence[str | Path]
 
 def get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerDataTuple]] | None:
     """``read_volumes`` when every path is a volume this plugin reads, else ``None``."""
-    paths = [path] if isinstance(path, (str, Path)) else list(path)
-    if paths and all(api.is_volume_path(p) for p in paths):
-        return read_volumes
+    try:
+        paths = [path] if isinstance(path, (str, Path)) else list(path)
+        if paths and all(api.is_volume_path(p) for p in paths):
+            return read_volumes
+    except (TypeError, ValueError):  # not a path at all: napari asks other readers
+        pass
     return None
 
 

@@ -172,7 +172,8 @@ def test_get_reader_refuses_what_it_cannot_read_without_raising(tmp_path, real_d
     (tmp_path / "folder").mkdir()
     (tmp_path / "folder" / "a.txt").write_text("x")
     for path in (tmp_path / "notes.txt", tmp_path / "folder", tmp_path / "missing.nii.gz",
-                 [str(real_dir / "t1_a.nii.gz"), str(tmp_path / "notes.txt")]):
+                 [str(real_dir / "t1_a.nii.gz"), str(tmp_path / "notes.txt")], [], None,
+                 "bad\0name.nii"):
         assert get_reader(path) is None
     assert get_reader(str(real_dir / "t1_a.nii.gz")) is not None
 
