@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -132,11 +134,19 @@ def test_a_held_out_layer_smaller_than_the_patch_is_reported_and_nothing_is_lost
     assert list(viewer.layers) == [small]
 
 
-def test_missing_checkpoint_says_so_and_generates_nothing(qtbot, viewer_and_widget, tmp_path):
+def test_missing_or_corrupt_checkpoints_say_so_and_generate_nothing(
+        qtbot, viewer_and_widget, models, tmp_path):
     viewer, widget = viewer_and_widget
     widget.checkpoint.set_path(tmp_path / "gone")
     assert not widget.generate_button.isEnabled()
     shown = Notifications()
     widget.generate()
     assert any("synthesis checkpoint" in m for m in shown.errors())
-    assert len(viewer.layers) == 0
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(models("synthesis"), damaged)
+    (damaged / "model.safetensors").write_bytes(b"\x00" * 3)
+    widget.checkpoint.set_path(damaged)
+    _press(qtbot, widget, widget.generate_button)
+    assert any(str(damaged) in m and "damaged" in m for m in shown.errors())
+    assert len(viewer.layers) == 0 and widget.generate_button.isEnabled()
