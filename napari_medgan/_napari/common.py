@@ -263,7 +263,8 @@ class DeviceChooser(QComboBox):
 
 
 class OutputFolder(QWidget):
-    """The folder a run writes; an existing, non-empty one is replaced only if the user says so."""
+    """The checkpoint folder a run writes; an existing checkpoint is replaced only if the
+    user says so, any other non-empty folder never."""
 
     def __init__(self, label: str = "Output folder", parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -280,8 +281,10 @@ class OutputFolder(QWidget):
         self.folder.value = path
 
     def checked(self, *, continuing: Path | None = None) -> Path:
-        """The folder to write, after asking about replacing an existing one.
+        """The folder to write, after asking about replacing an existing checkpoint.
 
+        Saving a checkpoint replaces its whole folder, so only a medgan checkpoint is
+        offered for replacing; any other non-empty folder is refused (it may hold data).
         ``continuing``: the checkpoint being resumed; writing back into it needs no question.
         Raises :class:`OutputExistsError` (with the reason) when there's nothing to write to.
         """
@@ -294,9 +297,16 @@ class OutputFolder(QWidget):
         if out.is_file():
             raise OutputExistsError(f"{out} is a file; choose a folder for the output.")
         if out.is_dir() and any(out.iterdir()):
+            try:
+                api.read_card(out)
+            except MedGANError as err:
+                raise OutputExistsError(
+                    f"{out} already holds files and is not a medgan checkpoint, so it is not "
+                    "replaced; choose a new or empty output folder."
+                ) from err
             answer = QMessageBox.question(
                 self, "Replace the output folder?",
-                f"{out} already exists and holds files. Replace what a run writes there?",
+                f"{out} already holds a medgan checkpoint. Replace it with this run?",
                 QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
             if answer != QMessageBox.Yes:
                 raise OutputExistsError(

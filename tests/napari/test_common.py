@@ -96,20 +96,31 @@ def test_progress_panel_shows_rate_and_eta(qtbot):
     assert "5.00 steps/s" in panel.rate_label.text() and "ETA 0:15" in panel.rate_label.text()
 
 
-def test_output_folder_asks_before_replacing(qtbot, tmp_path, monkeypatch):
+def test_output_folder_replaces_only_a_checkpoint_and_only_when_asked(qtbot, tmp_path,
+                                                                       monkeypatch, tiny_config):
     out = OutputFolder()
     qtbot.addWidget(out)
     with pytest.raises(OutputExistsError, match="No output folder"):
         out.checked()
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "card.json").write_text("{}")
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a) or answer[0])
+    answer = [QMessageBox.Yes]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "scan.nii.gz").write_text("mine")
+    out.set_path(tmp_path / "data")
+    with pytest.raises(OutputExistsError, match="not a medgan checkpoint"):
+        out.checked()  # a folder of other files: refused without a question
+    assert not asked and (tmp_path / "data" / "scan.nii.gz").read_text() == "mine"
+
+    for _ in api.train(tiny_config(steps=2), tmp_path / "run"):
+        pass
     out.set_path(tmp_path / "run")
-    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.No)
+    answer[0] = QMessageBox.No
     with pytest.raises(OutputExistsError, match="already exists"):
         out.checked()
-    assert (tmp_path / "run" / "card.json").read_text() == "{}"  # nothing lost
+    assert len(asked) == 1 and (tmp_path / "run" / "card.json").is_file()  # nothing lost
     assert out.checked(continuing=tmp_path / "run") == tmp_path / "run"  # resuming into it
-    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.Yes)
+    answer[0] = QMessageBox.Yes
     assert out.checked() == tmp_path / "run"
     out.set_path(tmp_path / "new")
     assert out.checked() == tmp_path / "new"

@@ -222,22 +222,27 @@ def test_cuda_where_there_is_none_is_refused(train_widget, qtbot):
     _refused_by_the_core(train_widget, qtbot, "no CUDA GPU")
 
 
-def test_an_existing_output_folder_is_kept_unless_the_user_agrees(train_widget, qtbot, tmp_path,
-                                                                  monkeypatch):
+def test_an_existing_output_folder_is_kept(train_widget, qtbot, tmp_path, monkeypatch):
     from qtpy.QtWidgets import QMessageBox
 
     widget = train_widget
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "notes.txt").write_text("mine")
+    _run(qtbot, widget)  # a checkpoint in tmp_path / "run"
+    before = (tmp_path / "run" / "model.safetensors").read_bytes()
     asked = []
     monkeypatch.setattr(QMessageBox, "question",
                         lambda *a, **k: asked.append(a) or QMessageBox.No)
     start = len(notification_manager.records)
-    qtbot.mouseClick(widget.start_button, Qt.LeftButton)
+    qtbot.mouseClick(widget.start_button, Qt.LeftButton)  # the user declines to replace it
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "notes.txt").write_text("mine")
+    widget.output.set_path(tmp_path / "data")
+    qtbot.mouseClick(widget.start_button, Qt.LeftButton)  # not a checkpoint: not even asked
     errors = _errors_since(start)
-    assert asked and len(errors) == 1 and "already exists" in errors[0]
-    assert widget.job is None and widget.start_button.isEnabled()
-    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
+    assert len(asked) == 1 and len(errors) == 2
+    assert "already exists" in errors[0] and "not a medgan checkpoint" in errors[1]
+    assert widget.start_button.isEnabled() and not widget.job.running
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == before
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["notes.txt"]
 
 
 def test_a_paired_task_trains_on_a_layer_with_its_targets_from_files(train_widget, qtbot,
