@@ -149,13 +149,6 @@ def task_use(task: str) -> TaskUse:
                    kind.reversible)
 
 
-def anomaly_score(anomaly_map: Volume) -> float:
-    """The one-number score of a volume's anomaly map, as ``evaluate`` reports it."""
-    from .tasks.anomaly import volume_score
-
-    return volume_score(anomaly_map.tensor)
-
-
 def train(
     config: Config,
     out: str | Path,
@@ -286,6 +279,14 @@ def apply(
     if "mask" in inputs:  # outside the region, the input exactly (normalising clips intensities)
         output = torch.where(inputs["mask"] > 0, output, volume.tensor)
     return Volume(output, volume.affine, name=f"{volume.name}_{model.task_name}")
+
+
+def anomaly_score(anomaly_map: Volume) -> float:
+    """One number for a whole volume from its anomaly map (from ``apply`` with an anomaly
+    model): the mean of the map's highest 1 % of voxels, evaluate's ``score_volume``."""
+    from .tasks.anomaly import volume_score
+
+    return volume_score(anomaly_map.tensor[0])
 
 
 def _mask_on_grid(mask: Volume, volume: Volume, mask_source, source) -> torch.Tensor:

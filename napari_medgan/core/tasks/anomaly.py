@@ -43,6 +43,12 @@ KAPPA = 1.0  # weight of the feature residual in the izi_f loss (f-AnoGAN: κ = 
 TOP_FRACTION = 0.01  # score_volume: the mean of this share of the highest map voxels
 
 
+def volume_score(anomaly_map: torch.Tensor) -> float:
+    """One number for a whole volume: the mean of its map's highest TOP_FRACTION of voxels."""
+    scores = anomaly_map.float().flatten()
+    return float(scores.topk(max(1, math.ceil(TOP_FRACTION * scores.numel()))).values.mean())
+
+
 class AnomalyTask(SynthesisTask):
     """A WGAN-GP learns normal patches; an encoder then learns to invert its generator.
 
@@ -220,10 +226,3 @@ def _check_config(config: Config) -> None:
 
 
 TASK = AnomalyTask
-
-
-def volume_score(anomaly_map: torch.Tensor) -> float:
-    """One number per volume: the mean of the map's top :data:`TOP_FRACTION` of voxels."""
-    scores = anomaly_map.float().flatten()
-    top = max(1, math.ceil(TOP_FRACTION * scores.numel()))
-    return float(scores.topk(top).values.mean())
