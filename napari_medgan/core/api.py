@@ -14,16 +14,25 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import torch
 
 from .card import require_model_fields
 from .checkpoint import load_checkpoint, patch_affine, read_card
-from .config import Config, load_config, save_config
+from .config import Config, Loss, load_config, save_config
 from .data.dataset import load_training_volumes
-from .data.io import check_volume, find_volume_files, read_volume, write_volume
+from .data.io import (
+    FORMATS,
+    VolumeSource,
+    check_volume,
+    find_volume_files,
+    is_dicom_series,
+    read_volume,
+    suffix_of,
+    write_volume,
+)
 from .data.normalize import (
     IntensityNormalization,
     check_modality,
@@ -36,7 +45,7 @@ from .data.patches import DevicePatchSampler
 from .data.samples import SAMPLE_NAMES, sample_volume, write_sample
 from .data.task_data import hole_mask
 from .data.volume import Volume
-from .device import resolve_device
+from .device import device_choices, resolve_device
 from .errors import CheckpointError, ConfigError, DataError
 from .infer import sliding_window
 from .output import check_output, size_on_disk
@@ -46,15 +55,20 @@ from .train import StopRequest, TrainEvent
 from .train import train as _train
 
 __all__ = [
+    "LOSSES",
     "Config",
     "Model",
     "SAMPLE_NAMES",
     "TrainEvent",
     "Volume",
+    "TaskInput",
+    "TaskUse",
     "anomaly_score",
     "available_tasks",
     "check_output",
+    "device_choices",
     "evaluate",
+    "is_volume_path",
     "load_config",
     "load_model",
     "read_card",
@@ -63,12 +77,16 @@ __all__ = [
     "save_config",
     "size_on_disk",
     "synthesize",
+    "task_inputs",
+    "task_use",
     "train",
     "training_inputs",
     "write_sample",
     "write_volume",
 ]
 
+#: The loss names a config accepts, for the faces' menus.
+LOSSES: tuple[str, ...] = get_args(Loss)
 SYNTHESIS_BATCH = 16  # patches generated per forward pass
 
 
@@ -95,24 +113,72 @@ class Model:
         return self.card["patch_size"]
 
 
+@dataclass(frozen=True)
+class TaskInput:
+    """One kind of volume a task trains on: its role, whether it must be given, what it is."""
+
+    role: str  # "image", "target", "labels" or "mask" (the config's paths/targets/labels/masks)
+    required: bool
+    meaning: str
+
+
+def task_inputs(task: str) -> list[TaskInput]:
+    """The volumes ``task`` trains on, so a face shows only the pickers it needs."""
+    needs = get_task_class(task).needs
+    inputs = [TaskInput("image", True, "the volumes to learn from")]
+    if needs.target == "paired":
+        inputs.append(TaskInput("target", True, "one target per volume, on the volume's grid"))
+    elif needs.target == "unpaired":
+        inputs.append(TaskInput("target", True, "volumes of the other modality (unpaired)"))
+    if needs.labels:
+        inputs.append(TaskInput("labels", True, "one label map per volume"))
+    if needs.masks == "holes":
+        inputs.append(TaskInput("mask", False, "holes to fill (random holes if none)"))
+    else:
+        inputs.append(TaskInput("mask", False, "the region to take patches from"))
+    return inputs
+
+
+@dataclass(frozen=True)
+class TaskUse:
+    """How a trained model of a task is used, so a face offers the right widget and inputs."""
+
+    synthesizes: bool  # api.synthesize makes new patches
+    applies: bool  # api.apply maps a volume
+    apply_inputs: tuple[str, ...]  # "image", and "mask" for inpainting
+    output: str  # what apply gives: "intensity", "labels" or "map" (anomaly)
+    reversible: bool  # apply(reverse=True) maps back (cycle)
+
+
+def task_use(task: str) -> TaskUse:
+    """What a model of ``task`` (a card's ``task``) does; ConfigError for an unknown task."""
+    kind = get_task_class(task)
+    return TaskUse(kind.can_synthesize, kind.can_apply, tuple(kind.apply_inputs), kind.output,
+                   kind.reversible)
+
+
 def train(
     config: Config,
     out: str | Path,
     *,
     stop: StopRequest = None,
     resume: str | Path | None = None,
+    volumes: dict[str, list[Volume]] | None = None,
     overwrite: bool = False,
 ) -> Iterator[TrainEvent]:
     """Train and checkpoint into ``out``, yielding progress events; see :mod:`.train`.
 
     ``out`` is checked now, before any work (see :func:`check_output`): an existing
     checkpoint there is replaced only with ``overwrite``, or continued when ``resume``
-    names it; the training data is never replaced.
+    names it; the training data is never replaced. ``volumes``: volumes already open in
+    a face (layers, nodes) by role: ``"image"``, ``"target"``, ``"labels"``, ``"mask"``; a
+    role given here replaces the config's paths for that role, and the card's data
+    summary names these volumes by their ``name``.
     """
     continuing = resume is not None and Path(resume).resolve() == Path(out).resolve()
     check_output(out, kind="checkpoint", overwrite=overwrite or continuing,
                  inputs=[*training_inputs(config), None if continuing else resume])
-    return _train(config, out, stop=stop, resume=resume)
+    return _train(config, out, stop=stop, resume=resume, volumes=volumes)
 
 
 def training_inputs(config: Config) -> list[str]:
@@ -144,6 +210,20 @@ def load_model(path: str | Path, *, device: str = "auto", expect_task: str | Non
     normalizations = {role: IntensityNormalization.from_dict(record)
                       for role, record in card["normalizations"].items()}
     return Model(checkpoint.path, card, task.eval(), normalizations)
+
+
+def is_volume_path(path: str | Path) -> bool:
+    """Whether :func:`read_volume` can try ``path``: a supported file or a DICOM series folder.
+
+    Never raises (an unreadable folder is simply not a volume), so readers can ask first.
+    """
+    path = Path(path)
+    try:
+        if path.is_dir():
+            return is_dicom_series(path)
+        return path.is_file() and suffix_of(path) in FORMATS
+    except OSError:
+        return False
 
 
 def _as_model(model: Model | str | Path) -> Model:
@@ -282,26 +362,29 @@ def synthesize(model: Model | str | Path, n: int = 4, seed: int = 0) -> list[Vol
 
 def evaluate(
     model: Model | str | Path,
-    data: list[str | Path],
+    data: list[VolumeSource],
     *,
-    target: list[str | Path] | None = None,
-    labels: list[str | Path] | None = None,
-    mask: list[str | Path] | None = None,
+    target: list[VolumeSource] | None = None,
+    labels: list[VolumeSource] | None = None,
+    mask: list[VolumeSource] | None = None,
     n: int = 64,
     seed: int = 0,
     overlap: float = 0.5,
     batch_size: int = 4,
+    training: list[VolumeSource] | None = None,
 ) -> dict[str, Any]:
     """How good a model is on held-out volumes ``data``.
 
-    Synthesis: quality and privacy of synthetic patches (see :func:`evaluate_synthesis`).
+    Every volume may be a path or a :class:`Volume` already in memory.
+    Synthesis: quality and privacy of synthetic patches (see :func:`evaluate_synthesis`;
+    ``training``: the volumes it learnt from, when they are not files named on its card).
     Other tasks: each volume is applied whole and scored against its truth (``target``,
     ``labels`` or ``mask`` files, matched by name or order); the report has the mean
     of each metric and the per-volume values.
     """
     model = _as_model(model)
     if model.task.can_synthesize:
-        return evaluate_synthesis(model, data, n=n, seed=seed)
+        return evaluate_synthesis(model, data, n=n, seed=seed, training=training)
     given = {"target": target, "labels": labels, "mask": mask}
     files = find_volume_files(data)
     truths: dict[str, list[Path]] = {}
@@ -327,27 +410,29 @@ def evaluate(
                       "volumes": per_volume, "notes": []})
 
 
-def evaluate_synthesis(model: Model, data: list[str | Path], *, n: int = 64,
-                       seed: int = 0) -> dict[str, Any]:
+def evaluate_synthesis(model: Model, data: list[VolumeSource], *, n: int = 64,
+                       seed: int = 0,
+                       training: list[VolumeSource] | None = None) -> dict[str, Any]:
     """Quality and privacy numbers of a synthesis model against held-out volumes ``data``.
 
     Patches are centred on foreground voxels (above the lowest 5 % of the
     normalised range), so empty background doesn't make every set look alike.
-    The memorisation report needs the training files named on the card; when
-    they are gone it is left out and ``notes`` says so.
+    The memorisation report needs the training volumes: ``training``, or else the
+    files named on the card; when neither is there it is left out and ``notes`` says so.
     """
     from . import metrics
 
     synthetic = model.task.sample(n, seed=seed).cpu()  # normalised, as the real patches below
     held_out = _foreground_patches(model, data, n, seed + 1)
     notes = []
-    training_files = [f for f in model.card.get("data", {}).get("files", []) if Path(f).exists()]
-    training = None
-    if training_files:
-        training = _foreground_patches(model, training_files, max(4 * n, 256), seed + 2)
+    training = training or [f for f in model.card.get("data", {}).get("files", [])
+                            if Path(f).exists()]
+    training_patches = None
+    if training:
+        training_patches = _foreground_patches(model, training, max(4 * n, 256), seed + 2)
     else:
         notes.append("memorisation left out: the training files named on the card are not on disk")
-    report = metrics.synthesis_report(synthetic, held_out, training)
+    report = metrics.synthesis_report(synthetic, held_out, training_patches)
     report.update(n_synthetic=n, held_out_files=[str(p) for p in data], notes=notes)
     return json_safe(report)
 

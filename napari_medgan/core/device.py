@@ -37,6 +37,20 @@ def resolve_device(spec: str = "auto") -> torch.device:
     return device
 
 
+def device_choices() -> list[tuple[str, str]]:
+    """``(label, spec)`` for a face's device menu: auto, the CPU, then each CUDA GPU.
+
+    A GPU's label names it and its memory, so a user with several picks the right one.
+    """
+    choices = [("auto (a CUDA GPU if there is one, else the CPU)", "auto"), ("CPU", "cpu")]
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(index)
+            memory = props.total_memory / 2**30
+            choices.append((f"cuda:{index} {props.name} ({memory:.0f} GiB)", f"cuda:{index}"))
+    return choices
+
+
 def _is_out_of_memory(err: BaseException) -> bool:
     if isinstance(err, torch.OutOfMemoryError):
         return True

@@ -7,7 +7,8 @@ result, so a long run is never lost at the end:
 
 - ``overwrite`` replaces only what we wrote: a medgan checkpoint folder (our
   ``card.json`` and weights, nothing else) or a file of the same kind; never another
-  folder, never an input, never the working folder or a folder above it.
+  folder, never an input, never the working folder or a folder above it. An empty
+  folder holds nothing to lose: a checkpoint may go there (a face's folder dialog makes one).
 - A write probe in the folder that will hold the output, and its free space against
   the expected size, catch a read-only folder or a full disk before training.
 
@@ -60,7 +61,8 @@ def check_output(
             "own: give --out a new name."
         )
     _refuse_inputs(path, place, kind, inputs)
-    if path.exists() or path.is_symlink():
+    empty_folder = path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+    if (path.exists() or path.is_symlink()) and not (kind == "checkpoint" and empty_folder):
         if kind == "folder":
             if not path.is_dir():
                 raise OutputError(f"{path} is a file; give --out a folder for the results.")

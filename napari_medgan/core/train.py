@@ -75,12 +75,19 @@ def _stop_requested(stop: StopRequest) -> bool:
 
 
 def train(
-    config: Config, out: str | Path, *, stop: StopRequest = None, resume: str | Path | None = None
+    config: Config,
+    out: str | Path,
+    *,
+    stop: StopRequest = None,
+    resume: str | Path | None = None,
+    volumes: dict[str, list[Volume]] | None = None,
 ) -> Iterator[TrainEvent]:
     """Train ``config.task``, checkpointing into ``out``; yields a :class:`TrainEvent` per step.
 
     With ``resume``, weights, optimiser states, step and random streams continue from
-    that checkpoint; ``config.train.steps`` is the new total.
+    that checkpoint; ``config.train.steps`` is the new total. ``volumes``: volumes already
+    in memory by role ("image", "target", "labels", "mask"), used instead of the
+    config's paths for those roles; the card names them by their ``name``.
     """
     config.validate()
     device = resolve_device(config.train.device)
@@ -92,7 +99,7 @@ def train(
                  for role, record in resumed.card["normalizations"].items()}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MedGANWarning)
-        data = load_task_data(config, task_class.needs, saved)
+        data = load_task_data(config, task_class.needs, saved, volumes)
     notes = [str(w.message) for w in caught]
     for note in notes:
         warnings.warn(note, MedGANWarning, stacklevel=2)

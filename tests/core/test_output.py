@@ -94,6 +94,13 @@ def test_overwrite_refuses_a_folder_or_file_that_is_not_a_checkpoint(tiny_config
     assert (mine / "table.csv").read_text() == "1,2" and file.read_text() == "a file"
 
 
+def test_an_empty_folder_takes_a_checkpoint_without_overwrite(tiny_config, tmp_path):
+    out = tmp_path / "made-in-a-folder-dialog"
+    out.mkdir()
+    events = list(api.train(tiny_config(steps=2), out))
+    assert events[-1].kind == "done" and api.read_card(out)["step"] == 2
+
+
 def test_overwrite_replaces_a_checkpoint_and_nothing_else_is_left(tiny_config, tmp_path):
     out = tmp_path / "ckpt"
     list(api.train(tiny_config(steps=2), out))

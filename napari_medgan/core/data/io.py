@@ -65,11 +65,14 @@ def suffix_of(path: str | Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
 
 
-def volume_name(path: str | Path) -> str:
+def volume_name(path: str | Path | Volume) -> str:
     """The name a volume read from ``path`` gets: the file name without its format suffix.
 
-    A DICOM series is named after its folder (also when picked as ``FOLDER::UID``).
+    A DICOM series is named after its folder (also when picked as ``FOLDER::UID``); an
+    in-memory volume keeps its own name.
     """
+    if isinstance(path, Volume):
+        return path.name
     path, uid = series.split_series_path(path)
     if uid is not None or path.is_dir():
         return path.name
@@ -88,18 +91,26 @@ def is_dicom_series(folder: Path) -> bool:
     return bool(dicom)
 
 
-def find_volume_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
+#: A volume given by path, or already in memory (a napari layer, a Slicer node).
+VolumeSource = str | os.PathLike | Volume
+
+
+def find_volume_files(paths: VolumeSource | Iterable[VolumeSource]) -> list[Path | Volume]:
     """Expand files and folders into the volumes they hold.
 
-    A file must have a supported suffix. A folder holding one DICOM series is one volume
-    (a folder holding several is refused, listing them: pick one as ``FOLDER::UID``); any
-    other folder stands for its supported files and DICOM series sub-folders, sorted
-    (hidden files are skipped).
+    In-memory volumes pass through as they are. A file must have a supported suffix. A
+    folder holding one DICOM series is one volume (a folder holding several is refused,
+    listing them: pick one as ``FOLDER::UID``); any other folder stands for its supported
+    files and DICOM series sub-folders, sorted (hidden files are skipped).
     """
-    if isinstance(paths, (str, os.PathLike)):
+    if isinstance(paths, (str, os.PathLike, Volume)):
         paths = [paths]
-    found: list[Path] = []
-    for path in map(Path, paths):
+    found: list[Path | Volume] = []
+    for given in paths:
+        if isinstance(given, Volume):
+            found.append(given)
+            continue
+        path = Path(given)
         _, uid = series.split_series_path(path)
         if uid is not None:
             found.append(series.pick_series(path).path)
@@ -133,14 +144,17 @@ def find_volume_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
     return found
 
 
-def read_volume(path: str | Path, *, irregular_series: str = "refuse") -> Volume:
+def read_volume(path: VolumeSource, *, irregular_series: str = "refuse") -> Volume:
     """Read one volume as float32 ``(C, D, H, W)`` with its RAS affine.
 
     ``path`` is a file with a supported suffix, a folder holding one DICOM series, or
     ``FOLDER::SERIES_UID`` for one series of a folder that holds several. A series with
     missing slices or uneven spacing is refused unless ``irregular_series="resample"``
-    (see :func:`.series.read_series`). The volume's name is :func:`volume_name`.
+    (see :func:`.series.read_series`). The volume's name is :func:`volume_name`. An
+    in-memory volume comes back as float32, as if read from its file.
     """
+    if isinstance(path, Volume):
+        return Volume(path.tensor.to(torch.float32), path.affine, path.name)
     _, uid = series.split_series_path(path)
     path = Path(path)
     if uid is None and not path.exists():

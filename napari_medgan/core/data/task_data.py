@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ..config import Config
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .dataset import load_training_volumes
 from .io import check_volume
 from .normalize import IntensityNormalization, fit_normalization, normalize
@@ -53,14 +53,18 @@ class TaskData:
 
 
 def load_task_data(config: Config, needs: TaskNeeds,
-                   saved: dict[str, IntensityNormalization] | None = None) -> TaskData:
+                   saved: dict[str, IntensityNormalization] | None = None,
+                   volumes: dict[str, list[Volume]] | None = None) -> TaskData:
     """Read and check the training data of ``config`` for a task with ``needs``.
 
     ``saved``: the normalisations of a checkpoint being resumed, used instead of fitting.
+    ``volumes``: in-memory volumes by role (see :data:`ROLE_ORDER`); a role given here
+    replaces the config's paths for that role.
     """
     d, patch = config.data, config.model.patch_size
-    sampling = d.masks if d.masks and needs.masks == "sampling" else None
-    images = load_training_volumes(d.paths, patch_size=patch, masks=sampling,
+    given = _sources(config, volumes or {})
+    sampling = given["mask"] if given["mask"] and needs.masks == "sampling" else None
+    images = load_training_volumes(given["image"], patch_size=patch, masks=sampling,
                                    spacing_mismatch=d.spacing_mismatch,
                                    irregular_series=d.irregular_series)
     files = [Path(f) for f in images.summary["files"]]
@@ -78,13 +82,13 @@ def load_task_data(config: Config, needs: TaskNeeds,
                              irregular_series=d.irregular_series)
                 for p, image, f in zip(pairing.partners, images.volumes, files, strict=True)]
 
-    if needs.target and not d.targets:
+    if needs.target and not given["target"]:
         raise DataError(f"The {config.task} task needs target volumes: give --target PATH ...")
     if needs.target == "paired":
-        raw["target"] = [v.tensor for v in partners(d.targets, "target", "target_files",
+        raw["target"] = [v.tensor for v in partners(given["target"], "target", "target_files",
                                                     check_volume)]
     elif needs.target == "unpaired":
-        targets = load_training_volumes(d.targets, patch_size=patch,
+        targets = load_training_volumes(given["target"], patch_size=patch,
                                         spacing_mismatch=d.spacing_mismatch,
                                         irregular_series=d.irregular_series)
         raw["target"] = [v.tensor for v in targets.volumes]
@@ -92,9 +96,9 @@ def load_task_data(config: Config, needs: TaskNeeds,
         summary["target_files"] = targets.summary["files"]
     values: list[int] = []
     if needs.labels:
-        if not d.labels:
+        if not given["labels"]:
             raise DataError(f"The {config.task} task needs label maps: give --labels PATH ...")
-        label_maps = partners(d.labels, "label map", "label_files", check_label_map,
+        label_maps = partners(given["labels"], "label map", "label_files", check_label_map,
                               nearest=True)
         for volume, path in zip(label_maps, summary["label_files"], strict=True):
             if not bool((volume.tensor > 0).any()):
@@ -102,8 +106,8 @@ def load_task_data(config: Config, needs: TaskNeeds,
                                 "segmenter needs labelled voxels to learn from.")
         values = label_values(label_maps)
         raw["labels"] = [to_classes(v.tensor, values) for v in label_maps]
-    if needs.masks == "holes" and d.masks:
-        holes = partners(d.masks, "mask", "mask_files", hole_mask, nearest=True)
+    if needs.masks == "holes" and given["mask"]:
+        holes = partners(given["mask"], "mask", "mask_files", hole_mask, nearest=True)
         raw["mask"] = [hole_mask(v, p) for v, p in zip(holes, summary["mask_files"], strict=True)]
 
     normalizations = saved or {}
@@ -123,6 +127,19 @@ def load_task_data(config: Config, needs: TaskNeeds,
         sampling_masks = [mask > 0 for mask in raw["mask"]]
     return TaskData(roles, affines, sampling_masks, normalizations, summary,
                     images.volumes[0], values, mask_share)
+
+
+def _sources(config: Config, volumes: dict[str, list[Volume]]) -> dict[str, list]:
+    """What each role trains on: the config's paths, or the volumes given for that role."""
+    d = config.data
+    sources: dict[str, list] = {"image": d.paths, "target": d.targets, "labels": d.labels,
+                                "mask": d.masks}
+    unknown = sorted(set(volumes) - set(sources))
+    if unknown:
+        raise ConfigError(f"Volumes were given for {', '.join(unknown)}; the roles are "
+                          f"{', '.join(ROLE_ORDER)}.")
+    sources.update({role: list(given) for role, given in volumes.items() if given})
+    return sources
 
 
 def hole_mask(volume: Volume, source: object) -> torch.Tensor:

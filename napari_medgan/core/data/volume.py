@@ -32,6 +32,10 @@ class Volume:
         if self.affine.shape != (4, 4):
             raise ValueError(f"Volume affine must be 4x4, got {self.affine.shape}")
 
+    def __str__(self) -> str:
+        """How messages and the card's data summary name a volume that has no file."""
+        return self.name or "an unnamed in-memory volume"
+
     @property
     def spatial_shape(self) -> tuple[int, int, int]:
         return tuple(int(s) for s in self.tensor.shape[1:])  # type: ignore[return-value]
