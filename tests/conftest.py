@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 
 import numpy as np
@@ -45,6 +46,15 @@ def real_dir(tmp_path_factory):
         crops[f"labels_{side}"] = Volume(labels.to(torch.uint8), gm.affine, f"labels_{side}")
     for name, volume in crops.items():
         write_volume(volume, folder / f"{name}.nii.gz")
+    return folder
+
+
+@pytest.fixture
+def scans(real_dir, tmp_path):
+    """A folder of the user's scans: one real volume that no output may ever replace."""
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    shutil.copy(real_dir / "t1_a.nii.gz", folder)
     return folder
 
 

@@ -16,16 +16,6 @@ TINY = ["--patch", "16", "--batch", "2", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
-def tiny_yaml(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
-    path.write_text(
-        "model: {latent_dim: 8, g_channels: 4, d_channels: 4, max_channels: 16}\n"
-        "train: {preview_every: 2, checkpoint_every: 2}\n"
-    )
-    return path
-
-
-@pytest.fixture(scope="module")
 def checkpoint(real_dir, tiny_yaml, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "ckpt"
     code = main(["train", "--task", "synthesis", "--data", str(real_dir / "t1_a.nii.gz"),

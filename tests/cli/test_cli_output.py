@@ -37,22 +37,6 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def tiny_yaml(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
-    path.write_text("model: {latent_dim: 8, g_channels: 4, d_channels: 4, max_channels: 16}\n"
-                    "train: {preview_every: 2, checkpoint_every: 2}\n")
-    return path
-
-
-@pytest.fixture
-def scans(real_dir, tmp_path):
-    folder = tmp_path / "scans"
-    folder.mkdir()
-    shutil.copy(real_dir / "t1_a.nii.gz", folder)
-    return folder
-
-
 def test_overwrite_never_deletes_the_data_the_working_folder_or_their_parent(scans, tiny_yaml):
     before = snapshot(scans.parent)
     for out, cwd, words in ((scans, None, ("scans is one of the inputs",)),

@@ -4,7 +4,6 @@ and an output that can't be written is refused before any work (real small file 
 from __future__ import annotations
 
 import contextlib
-import shutil
 import subprocess
 
 import numpy as np
@@ -48,14 +47,6 @@ def noise(size: int = 40) -> Volume:
     tensor = torch.from_numpy(np.random.default_rng(0).random((1, size, size, size),
                                                               dtype=np.float32))
     return Volume(tensor, np.diag([0.8, 0.9, 1.5, 1.0]), "noise")
-
-
-@pytest.fixture
-def scans(real_dir, tmp_path):
-    folder = tmp_path / "scans"
-    folder.mkdir()
-    shutil.copy(real_dir / "t1_a.nii.gz", folder)
-    return folder
 
 
 # --- --overwrite replaces only what we wrote ----------------------------------------------
