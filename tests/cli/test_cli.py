@@ -103,6 +103,17 @@ def test_info_and_evaluate(checkpoint, real_dir, capsys):
     assert report["n_synthetic"] == 8 and "mmd_synthetic_vs_held_out" in report
 
 
+def test_apply_refused_after_loading_is_still_one_line(checkpoint, real_dir, tmp_path, capsys):
+    """A synthesis model can't be applied: found after loading, before any patch, so no
+    empty progress bar comes with the error."""
+    out = tmp_path / "res.nii.gz"
+    assert main(["apply", str(checkpoint), str(real_dir / "t1_b.nii.gz"), "--out", str(out),
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "medgan synthesize" in err and "patch" not in err, err
+    assert not out.exists()
+
+
 def test_sample_data_writes_a_named_volume(tmp_path, capsys):
     assert main(["sample-data", "mni152_gm", "--out", str(tmp_path / "gm.nii.gz")]) == 0
     assert (tmp_path / "gm.nii.gz").stat().st_size > 10_000
