@@ -125,6 +125,15 @@ class Config:
             conform(self, Config, "", RANGES)  # converts in place: lists to tuples, 10.0 to 10
         except SchemaViolation as err:
             raise ConfigError(f"{where}{err}") from None
+        from .device import DEVICE_CHOICES, is_device_spec
+        from .tasks.registry import available_tasks  # the tasks import this module
+
+        if self.task not in available_tasks():
+            raise ConfigError(f"{where}task is {self.task!r}; choose one of "
+                              f"{', '.join(available_tasks())}.")
+        if not is_device_spec(self.train.device):
+            raise ConfigError(f"{where}train.device is {self.train.device!r}; use "
+                              f"{DEVICE_CHOICES}.")
         if self.loss == "wgan-gp" and self.model.d_norm == "batch":
             raise ConfigError(
                 f"{where}The wgan-gp loss can't be used with model.d_norm: batch (batch "

@@ -126,6 +126,8 @@ BAD_FIELDS = {
     "task a number": ("task: 3", "task"),
     "section a string": ("train: fast", "train"),
     "amp a word": ("train: {amp: maybe}", "train.amp"),
+    "task misspelt": ("task: segmantation", "task is 'segmantation'"),
+    "device unknown": ("train: {device: tpu}", "train.device"),
 }
 
 
