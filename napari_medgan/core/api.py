@@ -328,6 +328,7 @@ def evaluate(
                       "volumes": per_volume, "notes": []})
 
 
+MIN_EVALUATION_PATCHES = 4  # the fewest the quality metrics can compare
 _TRUTH_WORDS = {"target": "target", "labels": "label map", "mask": "mask"}  # in messages
 
 
@@ -342,6 +343,9 @@ def evaluate_synthesis(model: Model, data: list[str | Path], *, n: int = 64,
     """
     from . import metrics
 
+    if n < MIN_EVALUATION_PATCHES:  # the metrics' own refusal can't name the setting
+        raise ConfigError(f"Evaluation needs at least {MIN_EVALUATION_PATCHES} patches per set, "
+                          f"got n={n}; use --n {MIN_EVALUATION_PATCHES} or more (default 64).")
     synthetic = model.task.sample(n, seed=seed).cpu()  # normalised, as the real patches below
     held_out = _foreground_patches(model, data, n, seed + 1)
     notes = []

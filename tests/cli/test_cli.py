@@ -101,6 +101,11 @@ def test_info_and_evaluate(checkpoint, real_dir, capsys):
                  "--n", "8", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["n_synthetic"] == 8 and "mmd_synthetic_vs_held_out" in report
+    for n in ("0", "1", "3"):  # too few patches: the flag is named
+        assert main(["evaluate", str(checkpoint), "--data", str(real_dir / "t1_b.nii.gz"),
+                     "--n", n]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"n={n}; use --n 4" in err, err
 
 
 def test_apply_refused_after_loading_is_still_one_line(checkpoint, real_dir, tmp_path, capsys):
