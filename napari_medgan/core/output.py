@@ -11,6 +11,7 @@ result, so a long run is never lost at the end:
   folder may take a checkpoint unasked; any other folder is refused as a checkpoint
   place whether or not ``overwrite`` is given, so the user is never told to add a flag
   that would then be refused.
+- A volume is never written into a folder holding a DICOM series.
 - A write probe in the folder that will hold the output, and its free space against
   the expected size, catch a read-only folder or a full disk before training.
 
@@ -63,6 +64,7 @@ def check_output(
             "own: give --out a new name."
         )
     _refuse_inputs(path, place, kind, inputs)
+    _refuse_series_folder(path if kind == "folder" else path.parent, kind)
     if (path.exists() or path.is_symlink()) and not _empty_folder(path, kind):
         if kind == "folder":
             if not path.is_dir():
@@ -111,6 +113,18 @@ def _refuse_inputs(path: Path, place: Path, kind: OutputKind,
             raise OutputError(
                 f"{path} is inside the input folder {given}; write the output outside it."
             )
+
+
+def _refuse_series_folder(folder: Path, kind: OutputKind) -> None:
+    """A volume written into a DICOM series folder would make it a folder of mixed kinds,
+    which is refused when read: the user's series would no longer open."""
+    from .data.series import dicom_files  # series reads through io, which writes through here
+
+    if kind in ("volume", "folder") and folder.is_dir() and dicom_files(folder):
+        raise OutputError(
+            f"{folder} holds a DICOM series; a volume written there would leave the series "
+            "unreadable (a folder of mixed kinds). Write the output in another folder."
+        )
 
 
 def _require_checkpoint(path: Path) -> None:

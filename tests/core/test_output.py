@@ -118,6 +118,11 @@ def test_a_volume_is_never_written_over_an_input_or_into_a_series_folder(tmp_pat
         api.check_output(scan, kind="volume", overwrite=True, inputs=[scan])
     with pytest.raises(OutputError, match="inside the input folder"):
         api.check_output(series / "out.nii.gz", kind="volume", inputs=[series])
+    # nor into a series folder that is no input of this run: the series would not open again
+    for out, kind in ((series / "out.nii.gz", "volume"), (series, "folder")):
+        with pytest.raises(OutputError, match="holds a DICOM series"):
+            api.check_output(out, kind=kind, overwrite=True)
+    assert sorted(p.name for p in series.iterdir()) == ["a.dcm"]
     # new files beside an input are fine: `medgan synthesize ckpt --out .`
     assert api.check_output(tmp_path, kind="folder", inputs=[series]) == tmp_path
     with pytest.raises(DataError, match="unsupported file type '.png'"):
