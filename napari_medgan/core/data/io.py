@@ -365,10 +365,18 @@ def _imagej_spacing(
     return scale / x_per_unit, scale / y_per_unit, scale * z
 
 
-def _tiff_array(array: np.ndarray) -> np.ndarray:
-    """ImageJ stores float32, uint8 and uint16: label maps keep an integer type."""
-    if np.issubdtype(array.dtype, np.integer) and array.min() >= 0:
-        return array.astype(np.uint8 if array.max() < 256 else np.uint16)
+def _tiff_array(array: np.ndarray, path: Path) -> np.ndarray:
+    """ImageJ stores float32, uint8 and uint16: label maps keep an integer type, and
+    other whole numbers go to float32 only where it holds them exactly (below 2**24)."""
+    if np.issubdtype(array.dtype, np.integer) and array.size:
+        low, high = int(array.min()), int(array.max())
+        if low >= 0 and high < 2**16:
+            return array.astype(np.uint8 if high < 2**8 else np.uint16)
+        if max(-low, high) >= 2**24:
+            raise DataError(
+                f"{path} can't hold the value {high if high >= -low else low} exactly (a TIFF "
+                "keeps 8/16-bit whole numbers or 32-bit floats); write .nii.gz or .nrrd."
+            )
     return array.astype(np.float32)
 
 
@@ -385,7 +393,7 @@ def _write_tiff(tensor: torch.Tensor, affine: np.ndarray, temporary: Path, path:
     sx, sy, sz = (float(s) for s in spacing)
     tifffile.imwrite(
         temporary,
-        _tiff_array(tensor.permute(3, 0, 2, 1).numpy()),
+        _tiff_array(tensor.permute(3, 0, 2, 1).numpy(), path),
         imagej=True,
         resolution=(1.0 / sx, 1.0 / sy),
         metadata={"axes": "ZCYX", "spacing": sz, "unit": "mm"},
