@@ -163,6 +163,18 @@ def test_a_full_disk_keeps_the_previous_file_and_says_so(tmp_path, suffix):
         assert sorted(p.name for p in disk.iterdir()) == [target.name]  # no temporary left
 
 
+def test_a_writer_that_wraps_values_without_raising_is_caught(tmp_path, monkeypatch):
+    """A writer that casts to a narrower type (70000 → 4464) must not reach the user."""
+    target = tmp_path / "labels.tif"
+    target.write_bytes(b"previous")
+    monkeypatch.setattr(io, "_tiff_array", lambda array, path: array.astype(np.uint16))
+    labels = torch.full((1, 8, 8, 8), 70_000, dtype=torch.int32)
+    with pytest.raises(OutputError, match=r"values exactly.*the previous file is intact"):
+        write_volume(Volume(labels, np.eye(4)), target, overwrite=True)
+    assert target.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.tif"]
+
+
 def test_a_writer_that_writes_short_without_raising_is_caught(tmp_path, monkeypatch):
     """SimpleITK does not raise on a short write: the read-back must catch it."""
     target = tmp_path / "out.nii.gz"

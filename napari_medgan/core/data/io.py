@@ -207,7 +207,7 @@ def write_volume(volume: Volume, path: str | Path, *, overwrite: bool = False) -
 
     The output place is checked first (:func:`~napari_medgan.core.output.check_output`).
     The file appears complete or not at all: it is written to a temporary name in the
-    same folder, read back (shape and geometry; a short write fails to decode), and only
+    same folder, read back (shape, values and geometry; a short write fails to decode), and only
     then renamed over ``path``. An existing file is kept unless ``overwrite``, and after
     a failed write it is still the previous file.
     """
@@ -261,6 +261,10 @@ def _verify(temporary: Path, volume: Volume, path: Path) -> None:
     if back.tensor.shape != volume.tensor.shape:
         raise OSError(errno.EIO, f"the written file reads back with shape "
                                  f"{tuple(back.tensor.shape)}, not {tuple(volume.tensor.shape)}")
+    if not torch.allclose(back.tensor, volume.tensor.detach().cpu().to(back.tensor.dtype),
+                          rtol=0, atol=0, equal_nan=True):  # a writer that cast and wrapped
+        raise OSError(errno.EIO, f"a {suffix_of(path)} file can't hold this volume's values "
+                                 "exactly; write .nii.gz")
     if suffix_of(path) in _TIFF:  # a TIFF keeps only the voxel size
         same = np.allclose(back.spacing, volume.spacing, rtol=1e-4)
     else:
