@@ -301,14 +301,19 @@ def _cmd_apply(args: argparse.Namespace) -> int:
                            inputs=[args.checkpoint, args.input, args.mask],
                            expected_bytes=api.size_on_disk(args.input))
     model = api.load_model(args.checkpoint, device=args.device)
-    with tqdm(unit="patch", file=sys.stderr, dynamic_ncols=True) as bar:
+    bars = []  # opened at the first patch, so an error found before is the only line
 
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, unit="patch", file=sys.stderr, dynamic_ncols=True))
+        bars[0].update(done - bars[0].n)
 
+    try:
         result = api.apply(model, args.input, mask=args.mask, overlap=args.overlap,
                            batch_size=args.batch, progress=progress, reverse=args.reverse)
+    finally:
+        for bar in bars:
+            bar.close()
     print(api.write_volume(result, out, overwrite=args.overwrite))
     return 0
 

@@ -392,13 +392,14 @@ def evaluate(
         if not given[role]:
             raise DataError(f"Evaluating a {model.task_name} model needs the true {role} of each "
                             f"volume: give --{role} PATH ...")
-        truths[role] = match_pairs(files, given[role], role).partners
+        truths[role] = match_pairs(files, given[role], _TRUTH_WORDS[role]).partners
     per_volume = []
     for index, file in enumerate(files):
         truth = {role: _read(model, paths[index]) for role, paths in truths.items()}
         truth["input"] = _read(model, file)
         for role, paths in truths.items():  # the grid check of training
-            check_same_grid(truth[role], truth["input"], paths[index], file, what=role,
+            check_same_grid(truth[role], truth["input"], paths[index], file,
+                            what=_TRUTH_WORDS[role],
                             advice="resample it onto the volume")
         model.task.check_truth(truth)
         hole = truths["mask"][index] if "mask" in model.task.apply_inputs else None
@@ -408,6 +409,10 @@ def evaluate(
     mean = {k: float(np.mean([v[k] for v in per_volume])) for k in keys}
     return json_safe({"task": model.task_name, "n_volumes": len(files), "mean": mean,
                       "volumes": per_volume, "notes": []})
+
+
+MIN_EVALUATION_PATCHES = 4  # the fewest the quality metrics can compare
+_TRUTH_WORDS = {"target": "target", "labels": "label map", "mask": "mask"}  # in messages
 
 
 def evaluate_synthesis(model: Model, data: list[VolumeSource], *, n: int = 64,
@@ -422,6 +427,9 @@ def evaluate_synthesis(model: Model, data: list[VolumeSource], *, n: int = 64,
     """
     from . import metrics
 
+    if n < MIN_EVALUATION_PATCHES:  # the metrics' own refusal can't name the setting
+        raise ConfigError(f"Evaluation needs at least {MIN_EVALUATION_PATCHES} patches per set, "
+                          f"got n={n}; use --n {MIN_EVALUATION_PATCHES} or more (default 64).")
     synthetic = model.task.sample(n, seed=seed).cpu()  # normalised, as the real patches below
     held_out = _foreground_patches(model, data, n, seed + 1)
     notes = []

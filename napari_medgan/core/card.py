@@ -57,6 +57,7 @@ class Card(_Head, total=False):
     patch_size: int
     channels: int
     num_classes: int
+    label_values: list[int]
     spacing: Vector3
     direction: tuple[Vector3, Vector3, Vector3]
     normalizations: dict[str, NormalizationRecord]
@@ -75,6 +76,7 @@ RANGES = {
     (Card, "patch_size"): Range(1),
     (Card, "channels"): Range(1),
     (Card, "num_classes"): Range(0),
+    (Card, "label_values"): Range(0),
     (Card, "spacing"): Range(0, low_inclusive=False),
     (Card, "seed"): Range(0),
     (NetRecord, "parameters"): Range(0),
@@ -128,6 +130,13 @@ def _check_consistency(card: dict[str, Any], config: Config) -> None:
         raise SchemaViolation(
             f"patch_size is {card['patch_size']} but config.model.patch_size is "
             f"{config.model.patch_size}."
+        )
+    values = card.get("label_values")
+    if values is not None and (values != sorted(set(values))
+                               or len(values) != card.get("num_classes", len(values))):
+        raise SchemaViolation(
+            f"label_values {values} must be {card.get('num_classes', 'the')} different label "
+            "values in increasing order, one per class (num_classes)."
         )
     if "direction" in card and abs(np.linalg.det(np.asarray(card["direction"]))) < 1e-6:
         raise SchemaViolation("direction is not an invertible 3×3 matrix of axis directions.")

@@ -125,6 +125,15 @@ class Config:
             conform(self, Config, "", RANGES)  # converts in place: lists to tuples, 10.0 to 10
         except SchemaViolation as err:
             raise ConfigError(f"{where}{err}") from None
+        from .device import DEVICE_CHOICES, is_device_spec
+        from .tasks.registry import available_tasks  # the tasks import this module
+
+        if self.task not in available_tasks():
+            raise ConfigError(f"{where}task is {self.task!r}; choose one of "
+                              f"{', '.join(available_tasks())}.")
+        if not is_device_spec(self.train.device):
+            raise ConfigError(f"{where}train.device is {self.train.device!r}; use "
+                              f"{DEVICE_CHOICES}.")
         if self.loss == "wgan-gp" and self.model.d_norm == "batch":
             raise ConfigError(
                 f"{where}The wgan-gp loss can't be used with model.d_norm: batch (batch "
@@ -202,23 +211,39 @@ def load_config(path: str | Path) -> Config:
     import yaml
 
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"Config file {path} is a folder; give a YAML or JSON file.")
     if not path.is_file():
         raise ConfigError(f"Config file {path} does not exist.")
     try:
         raw = yaml.load(path.read_text(), Loader=_loader()) or {}
     except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as err:
         problem = "it is nested too deeply" if isinstance(err, RecursionError) else err
-        raise ConfigError(f"Config file {path} is not valid YAML/JSON: {problem}") from err
+        if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None:
+            mark = err.problem_mark  # one line, not PyYAML's several with a caret
+            problem = f"{err.problem} (line {mark.line + 1}, column {mark.column + 1})"
+        raise ConfigError(f"Config file {path} is not valid YAML/JSON: {problem}.") from err
     return Config.from_dict(raw, source=f"config file {path}")
 
 
 def _loader() -> type:
     """PyYAML's safe loader, reading ``1e-4`` as a number as JSON and YAML 1.2 do (PyYAML
-    follows YAML 1.1, where only ``1.0e-4`` is one, and ``lr_g: 1e-4`` would be text)."""
+    follows YAML 1.1, where only ``1.0e-4`` is one, and ``lr_g: 1e-4`` would be text),
+    and refusing a key given twice in one mapping."""
     import yaml
 
     class Loader(yaml.SafeLoader):
-        pass
+        def construct_mapping(self, node, deep=False):
+            """A key given twice is refused: PyYAML would keep the last one silently."""
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key_node.tag != "tag:yaml.org,2002:merge" and isinstance(key, str):
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"{key} is given twice", key_node.start_mark)
+                    seen.add(key)
+            return super().construct_mapping(node, deep=deep)
 
     Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_NUMBER,
                                  list("-+0123456789."))

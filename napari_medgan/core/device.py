@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 
 import torch
 
 from .errors import DeviceError
+
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+_DEVICE_SPEC = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def is_device_spec(spec: str) -> bool:
+    """Whether ``spec`` names a device of a kind we run on (that it exists is checked later)."""
+    return _DEVICE_SPEC.fullmatch((spec or "auto").strip().lower()) is not None
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -18,7 +27,7 @@ def resolve_device(spec: str = "auto") -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError as err:
-        raise DeviceError(f"Unknown device {spec!r}; use auto, cpu, cuda or cuda:N.") from err
+        raise DeviceError(f"Unknown device {spec!r}; use {DEVICE_CHOICES}.") from err
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise DeviceError(
@@ -33,7 +42,7 @@ def resolve_device(spec: str = "auto") -> torch.device:
                 f"cuda:0 to cuda:{count - 1}."
             )
     elif device.type != "cpu":
-        raise DeviceError(f"Device {spec!r} is not supported; use auto, cpu, cuda or cuda:N.")
+        raise DeviceError(f"Device {spec!r} is not supported; use {DEVICE_CHOICES}.")
     return device
 
 

@@ -8,7 +8,10 @@ result, so a long run is never lost at the end:
 - ``overwrite`` replaces only what we wrote: a medgan checkpoint folder (our
   ``card.json`` and weights, nothing else) or a file of the same kind; never another
   folder, never an input, never the working folder or a folder above it. An empty
-  folder holds nothing to lose: a checkpoint may go there (a face's folder dialog makes one).
+  folder may take a checkpoint unasked; any other folder is refused as a checkpoint
+  place whether or not ``overwrite`` is given, so the user is never told to add a flag
+  that would then be refused.
+- A volume is never written into a folder holding a DICOM series.
 - A write probe in the folder that will hold the output, and its free space against
   the expected size, catch a read-only folder or a full disk before training.
 
@@ -61,19 +64,23 @@ def check_output(
             "own: give --out a new name."
         )
     _refuse_inputs(path, place, kind, inputs)
-    empty_folder = path.is_dir() and not path.is_symlink() and not any(path.iterdir())
-    if (path.exists() or path.is_symlink()) and not (kind == "checkpoint" and empty_folder):
+    _refuse_series_folder(path if kind == "folder" else path.parent, kind)
+    if (path.exists() or path.is_symlink()) and not _empty_folder(path, kind):
         if kind == "folder":
             if not path.is_dir():
                 raise OutputError(f"{path} is a file; give --out a folder for the results.")
+        elif kind == "checkpoint":
+            _require_checkpoint(path)  # anything else is refused, asked to overwrite or not
+            if not overwrite:
+                raise OutputExistsError(
+                    f"{path} already exists; choose another output, add --overwrite to "
+                    f"replace it, or continue it with --resume {path}."
+                )
         elif not overwrite:
-            extra = f", or continue it with --resume {path}" if kind == "checkpoint" else ""
             raise OutputExistsError(
                 f"{path} already exists; choose another output or add --overwrite to replace "
-                f"it{extra}."
+                "it."
             )
-        elif kind == "checkpoint":
-            _require_checkpoint(path)
         elif not path.is_file():
             raise OutputError(
                 f"{path} is a folder, not a file; --overwrite replaces only a file of the same "
@@ -81,6 +88,13 @@ def check_output(
             )
     probe(path if kind == "folder" else path.parent, expected_bytes, path)
     return path
+
+
+def _empty_folder(path: Path, kind: OutputKind) -> bool:
+    """An empty folder (``mkdir runs/ct`` first) holds nothing to lose: a checkpoint may go
+    there without --overwrite."""
+    return (kind == "checkpoint" and path.is_dir() and not path.is_symlink()
+            and not any(path.iterdir()))
 
 
 def _refuse_inputs(path: Path, place: Path, kind: OutputKind,
@@ -99,6 +113,18 @@ def _refuse_inputs(path: Path, place: Path, kind: OutputKind,
             raise OutputError(
                 f"{path} is inside the input folder {given}; write the output outside it."
             )
+
+
+def _refuse_series_folder(folder: Path, kind: OutputKind) -> None:
+    """A volume written into a DICOM series folder would make it a folder of mixed kinds,
+    which is refused when read: the user's series would no longer open."""
+    from .data.series import dicom_files  # series reads through io, which writes through here
+
+    if kind in ("volume", "folder") and folder.is_dir() and dicom_files(folder):
+        raise OutputError(
+            f"{folder} holds a DICOM series; a volume written there would leave the series "
+            "unreadable (a folder of mixed kinds). Write the output in another folder."
+        )
 
 
 def _require_checkpoint(path: Path) -> None:

@@ -91,6 +91,22 @@ def test_info_and_evaluate(checkpoint, real_dir, capsys):
                  "--n", "8", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["n_synthetic"] == 8 and "mmd_synthetic_vs_held_out" in report
+    for n in ("0", "1", "3"):  # too few patches: the flag is named
+        assert main(["evaluate", str(checkpoint), "--data", str(real_dir / "t1_b.nii.gz"),
+                     "--n", n]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"n={n}; use --n 4" in err, err
+
+
+def test_apply_refused_after_loading_is_still_one_line(checkpoint, real_dir, tmp_path, capsys):
+    """A synthesis model can't be applied: found after loading, before any patch, so no
+    empty progress bar comes with the error."""
+    out = tmp_path / "res.nii.gz"
+    assert main(["apply", str(checkpoint), str(real_dir / "t1_b.nii.gz"), "--out", str(out),
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "medgan synthesize" in err and "patch" not in err, err
+    assert not out.exists()
 
 
 def test_sample_data_writes_a_named_volume(tmp_path, capsys):

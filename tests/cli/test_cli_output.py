@@ -61,6 +61,25 @@ def test_overwriting_a_real_checkpoint_works_and_leaves_nothing_beside_it(scans,
     assert json.loads(result.stdout.splitlines()[0])["preview"] is False  # as the README says
 
 
+def test_an_empty_folder_takes_a_checkpoint_and_another_folder_is_never_offered_overwrite(
+        scans, tiny_yaml):
+    """`mkdir runs/ct` first is fine; a folder of the user's is refused without suggesting
+    --overwrite, which would be refused too."""
+    empty, mine = scans.parent / "empty", scans.parent / "mine"
+    empty.mkdir()
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    common = ["train", "--data", scans, "--config", tiny_yaml, "--steps", "2", *TINY]
+    result = medgan(*common, "--out", empty)
+    assert result.returncode == 0, result.stderr
+    assert api.read_card(empty)["step"] == 2
+    for extra in ((), ("--overwrite",)):
+        result = medgan(*common, "--out", mine, *extra)
+        one_line_error(result, "mine is not a medgan checkpoint")
+        assert "add --overwrite" not in result.stderr
+    assert snapshot(mine) == {"notes.txt": b"mine"}
+
+
 def test_apply_refuses_its_input_as_output_and_a_bad_suffix_before_loading(real_dir, tmp_path):
     scan = tmp_path / "scan.nii.gz"
     shutil.copy(real_dir / "t1_a.nii.gz", scan)

@@ -128,6 +128,11 @@ def test_a_0_255_mask_trains_two_classes_and_keeps_its_values(real_dir, tiny_yam
     assert all(v is None or 0 <= v for v in report["mean"].values())
     nulls = [k for k, v in report["mean"].items() if v is None]
     assert len(report["notes"]) >= len(nulls)
+    renamed = tmp_path / "truth" / "t1_b.nii.gz"
+    renamed = renamed.rename(renamed.with_name("truth_b.nii.gz"))
+    assert main(["evaluate", str(out), "--data", str(real_dir / "t1_b.nii.gz"), "--labels",
+                 str(renamed)]) == 0
+    assert "Paired each label map with a volume by order" in capsys.readouterr().err
 
 
 def test_evaluate_refuses_a_target_shifted_in_space_in_one_line(translator, real_dir, tmp_path,

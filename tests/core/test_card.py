@@ -72,6 +72,10 @@ CASES = {
     "normalisation modality": (_set("normalizations.image.modality", "pet"), "modality"),
     "normalisation low above high": (_set("normalizations.image.low", 1e9), "low"),
     "loss history": (_set("loss_history", {"loss_g": ["nan?"]}), "loss_history.loss_g"),
+    "label_values text": (_set("label_values", ["1"]), "label_values"),
+    "label_values not one per class": (_set("label_values", [0, 1]), "label_values"),
+    "label_values repeated": (lambda card: card.update(num_classes=3, label_values=[0, 0, 255]),
+                              "label_values"),
     "nested 10^5 deep": (_deep_array, "nested too deeply"),
 }
 

@@ -78,9 +78,26 @@ def test_config_files_that_are_missing_or_not_yaml(tmp_path):
     (tmp_path / "bad.yaml").write_text("train: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(tmp_path / "bad.yaml")
+    (tmp_path / "twice.yaml").write_text("train:\n  steps: 3\n  lr_g: 0.001\n  steps: 5\n")
+    with pytest.raises(ConfigError, match=r"steps is given twice \(line 4, column 3\)"):
+        load_config(tmp_path / "twice.yaml")
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_config(tmp_path)
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(tmp_path / "list.yaml")
+
+
+@pytest.mark.parametrize("text", ["train: {steps: 3\n", "train:\n  steps: 3\n  steps: 5\n"])
+def test_a_config_file_yaml_cannot_read_is_one_line_with_its_place(tmp_path, capsys, real_dir,
+                                                                     text):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    code = main(["train", "--config", str(path), "--data", str(real_dir / "t1_a.nii.gz"),
+                 "--out", str(tmp_path / "ckpt")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and str(path) in err and "line " in err, err
+    assert not (tmp_path / "ckpt").exists()
 
 
 # (YAML text of a config file, the field its error must name)
@@ -109,6 +126,8 @@ BAD_FIELDS = {
     "task a number": ("task: 3", "task"),
     "section a string": ("train: fast", "train"),
     "amp a word": ("train: {amp: maybe}", "train.amp"),
+    "task misspelt": ("task: segmantation", "task is 'segmantation'"),
+    "device unknown": ("train: {device: tpu}", "train.device"),
 }
 
 

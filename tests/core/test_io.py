@@ -371,3 +371,18 @@ def test_tiff_channels_become_channels_and_are_refused(tmp_path):
     assert volume.tensor.shape == (2, 10, 12, 8)
     with pytest.raises(DataError, match="two_colours.tif has 2 channels"):
         check_volume(volume, str(path))
+
+
+def test_tiff_keeps_label_values_above_16_bits_or_refuses_them(tmp_path):
+    """ImageJ TIFF holds uint8/uint16/float32: a label 70000 is kept exactly (float32),
+    never wrapped to 4464; a value float32 can't hold is refused, the old file kept."""
+    labels = torch.zeros(1, 8, 8, 8, dtype=torch.int32)
+    labels[0, 2:4] = 1
+    labels[0, 5:] = 70_000
+    path = write_volume(Volume(labels, np.eye(4)), tmp_path / "labels.tif")
+    assert read_volume(path).tensor.unique().tolist() == [0, 1, 70_000]
+    labels[0, 0] = 2**24 + 1
+    with pytest.raises(DataError, match="can't hold the value 16777217 exactly"):
+        write_volume(Volume(labels, np.eye(4)), path, overwrite=True)
+    assert read_volume(path).tensor.unique().tolist() == [0, 1, 70_000]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.tif"]

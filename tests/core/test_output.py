@@ -116,6 +116,11 @@ def test_a_volume_is_never_written_over_an_input_or_into_a_series_folder(tmp_pat
         api.check_output(scan, kind="volume", overwrite=True, inputs=[scan])
     with pytest.raises(OutputError, match="inside the input folder"):
         api.check_output(series / "out.nii.gz", kind="volume", inputs=[series])
+    # nor into a series folder that is no input of this run: the series would not open again
+    for out, kind in ((series / "out.nii.gz", "volume"), (series, "folder")):
+        with pytest.raises(OutputError, match="holds a DICOM series"):
+            api.check_output(out, kind=kind, overwrite=True)
+    assert sorted(p.name for p in series.iterdir()) == ["a.dcm"]
     # new files beside an input are fine: `medgan synthesize ckpt --out .`
     assert api.check_output(tmp_path, kind="folder", inputs=[series]) == tmp_path
     with pytest.raises(DataError, match="unsupported file type '.png'"):
@@ -154,6 +159,18 @@ def test_a_full_disk_keeps_the_previous_file_and_says_so(tmp_path, suffix):
             write_volume(noise(40), target, overwrite=True)
         assert torch.equal(read_volume(target).tensor, small.tensor)
         assert sorted(p.name for p in disk.iterdir()) == [target.name]  # no temporary left
+
+
+def test_a_writer_that_wraps_values_without_raising_is_caught(tmp_path, monkeypatch):
+    """A writer that casts to a narrower type (70000 → 4464) must not reach the user."""
+    target = tmp_path / "labels.tif"
+    target.write_bytes(b"previous")
+    monkeypatch.setattr(io, "_tiff_array", lambda array, path: array.astype(np.uint16))
+    labels = torch.full((1, 8, 8, 8), 70_000, dtype=torch.int32)
+    with pytest.raises(OutputError, match=r"values exactly.*the previous file is intact"):
+        write_volume(Volume(labels, np.eye(4)), target, overwrite=True)
+    assert target.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.tif"]
 
 
 def test_a_writer_that_writes_short_without_raising_is_caught(tmp_path, monkeypatch):

@@ -221,7 +221,7 @@ def write_volume(volume: Volume, path: str | Path, *, overwrite: bool = False) -
 
     The output place is checked first (:func:`~napari_medgan.core.output.check_output`).
     The file appears complete or not at all: it is written to a temporary name in the
-    same folder, read back (shape and geometry; a short write fails to decode), and only
+    same folder, read back (shape, values and geometry; a short write fails to decode), and only
     then renamed over ``path``. An existing file is kept unless ``overwrite``, and after
     a failed write it is still the previous file.
     """
@@ -275,6 +275,10 @@ def _verify(temporary: Path, volume: Volume, path: Path) -> None:
     if back.tensor.shape != volume.tensor.shape:
         raise OSError(errno.EIO, f"the written file reads back with shape "
                                  f"{tuple(back.tensor.shape)}, not {tuple(volume.tensor.shape)}")
+    if not torch.allclose(back.tensor, volume.tensor.detach().cpu().to(back.tensor.dtype),
+                          rtol=0, atol=0, equal_nan=True):  # a writer that cast and wrapped
+        raise OSError(errno.EIO, f"a {suffix_of(path)} file can't hold this volume's values "
+                                 "exactly; write .nii.gz")
     if suffix_of(path) in _TIFF:  # a TIFF keeps only the voxel size
         same = np.allclose(back.spacing, volume.spacing, rtol=1e-4)
     else:
@@ -379,10 +383,18 @@ def _imagej_spacing(
     return scale / x_per_unit, scale / y_per_unit, scale * z
 
 
-def _tiff_array(array: np.ndarray) -> np.ndarray:
-    """ImageJ stores float32, uint8 and uint16: label maps keep an integer type."""
-    if np.issubdtype(array.dtype, np.integer) and array.min() >= 0:
-        return array.astype(np.uint8 if array.max() < 256 else np.uint16)
+def _tiff_array(array: np.ndarray, path: Path) -> np.ndarray:
+    """ImageJ stores float32, uint8 and uint16: label maps keep an integer type, and
+    other whole numbers go to float32 only where it holds them exactly (below 2**24)."""
+    if np.issubdtype(array.dtype, np.integer) and array.size:
+        low, high = int(array.min()), int(array.max())
+        if low >= 0 and high < 2**16:
+            return array.astype(np.uint8 if high < 2**8 else np.uint16)
+        if max(-low, high) >= 2**24:
+            raise DataError(
+                f"{path} can't hold the value {high if high >= -low else low} exactly (a TIFF "
+                "keeps 8/16-bit whole numbers or 32-bit floats); write .nii.gz or .nrrd."
+            )
     return array.astype(np.float32)
 
 
@@ -399,7 +411,7 @@ def _write_tiff(tensor: torch.Tensor, affine: np.ndarray, temporary: Path, path:
     sx, sy, sz = (float(s) for s in spacing)
     tifffile.imwrite(
         temporary,
-        _tiff_array(tensor.permute(3, 0, 2, 1).numpy()),
+        _tiff_array(tensor.permute(3, 0, 2, 1).numpy(), path),
         imagej=True,
         resolution=(1.0 / sx, 1.0 / sy),
         metadata={"axes": "ZCYX", "spacing": sz, "unit": "mm"},
