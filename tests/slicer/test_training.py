@@ -13,7 +13,7 @@ from MedGANLib.logic import MedGANLogic
 from MedGANLib.process import QueueRunner
 
 from napari_medgan.core import api
-from napari_medgan.core.errors import DataError, OutputExistsError
+from napari_medgan.core.errors import DataError, OutputError
 
 from .mrml import OBLIQUE, load_node, node_state, wait_for
 
@@ -120,8 +120,10 @@ def test_bad_training_input_is_refused_before_any_process(scene, t1_node, tmp_pa
         logic.train(str(tmp_path / "b"), runner=runner, data=[t1_node, rgb])
     assert not (tmp_path / "b-data").exists()  # nothing written for the good node either
     (tmp_path / "c").mkdir()
-    with pytest.raises(OutputExistsError, match="already exists"):
-        logic.train(str(tmp_path / "c"), runner=runner, data=[t1_node])
+    (tmp_path / "c" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="not a medgan checkpoint"):
+        logic.train(str(tmp_path / "c"), runner=runner, data=[t1_node], overwrite=True)
+    assert (tmp_path / "c" / "notes.txt").read_text() == "mine"
     assert ijk_to_ras(t1_node).tolist() == OBLIQUE.tolist()
 
 

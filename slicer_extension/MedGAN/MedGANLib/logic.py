@@ -19,7 +19,7 @@ import numpy as np
 import slicer
 
 from napari_medgan.core import api
-from napari_medgan.core.errors import DataError, OutputExistsError
+from napari_medgan.core.errors import DataError
 
 from .convert import (
     SCALAR_VOLUME,
@@ -126,11 +126,11 @@ class MedGANLogic:
         to stop with a checkpoint.
         """
         out_path = Path(out)
-        if out_path.exists() and not overwrite and resume is None:
-            raise OutputExistsError(
-                f"The checkpoint folder {out_path} already exists; choose another folder, allow "
-                "overwriting, or resume it."
-            )
+        continuing = resume is not None and Path(resume).resolve() == out_path.resolve()
+        files_given = [item for group in (data, targets, labels, masks) for item in group
+                       if isinstance(item, str | Path)]
+        api.check_output(out_path, kind="checkpoint", overwrite=overwrite or continuing,
+                         inputs=files_given)  # the core's rules, before anything is written
         if not data:
             raise DataError("No training data: choose a volume node or give volume files.")
         for role, items in (("training volume", data), ("target volume", targets),
