@@ -160,6 +160,14 @@ def test_sigterm_writes_the_checkpoint_and_exits_stopped(real_dir, tiny_yaml, tm
     assert api.load_model(out).card["step"] == last["step"] >= 1
 
 
+def assert_aborted_with_one_line(proc: subprocess.Popen, stderr: Stderr) -> None:
+    """Exit code 130 and a last line saying so, never a traceback."""
+    assert proc.wait(timeout=120) == EXIT_ABORTED
+    stderr.thread.join(timeout=10)
+    assert "Traceback" not in stderr.text
+    assert stderr.text.strip().splitlines()[-1].startswith("medgan: aborted")
+
+
 def test_a_second_ctrl_c_aborts_with_one_line(real_dir, tmp_path):
     slow = tmp_path / "slow.yaml"  # steps long enough for the second Ctrl-C to land mid-step
     slow.write_text("model: {g_channels: 48, d_channels: 48, max_channels: 192}\n")
@@ -171,10 +179,7 @@ def test_a_second_ctrl_c_aborts_with_one_line(real_dir, tmp_path):
             break
     stderr.wait_for("again to abort")
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=120) == EXIT_ABORTED
-    stderr.thread.join(timeout=10)
-    assert "Traceback" not in stderr.text
-    assert stderr.text.strip().splitlines()[-1].startswith("medgan: aborted")
+    assert_aborted_with_one_line(proc, stderr)
     assert len(stderr.text.strip().splitlines()) <= 3
 
 
@@ -192,9 +197,6 @@ def test_ctrl_c_during_apply_exits_with_one_line_and_writes_nothing(real_dir, tm
     stderr = Stderr(proc)
     stderr.wait_for("patch/s")
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=120) == EXIT_ABORTED
-    stderr.thread.join(timeout=10)
-    assert "Traceback" not in stderr.text
-    assert stderr.text.strip().splitlines()[-1].startswith("medgan: aborted")
+    assert_aborted_with_one_line(proc, stderr)
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt",
                                                                                 "tiny.yaml"]
