@@ -11,10 +11,12 @@ the shipped MNI152 volumes, left hemisphere to train, right hemisphere held out.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+import quality_synthesis
 import torch
 from _common import report
 
@@ -81,6 +83,9 @@ def run(task: str, adversarial: float, data: dict, args, folder: Path) -> dict:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["synthesis"]:  # the synthesis section: see quality_synthesis.py
+        quality_synthesis.main(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--patch", type=int, default=32)

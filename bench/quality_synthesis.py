@@ -1,0 +1,190 @@
+"""Synthesis quality at equal CPU time: today's defaults, each data-efficient switch, new defaults.
+
+Every variant starts from the demo's settings (demo/demo_config.yaml, patch 32³, batch 8,
+patches centred in the tissue mask) and trains until the process has used the same CPU
+time (``--budget``, CPU seconds of one torch thread; 600 is about the demo's 5 minutes on
+2 cores). CPU time, not wall time, so that other jobs on the machine don't change a
+variant's budget. Then
+``api.evaluate`` on the held-out half (C2ST AUC against the training region and the held-out
+half with its real-vs-real yardstick, HF power ratio, memorisation share) — the numbers a
+user gets. Checkpoints are kept under bench/results/quality/ so a table can be redone
+without retraining (``--retrain`` to start over).
+
+Data (all shipped): the MNI152 T1 (train on the left hemisphere, hold out the right; tissue
+mask = grey + white matter > 0.5, labels 1 grey / 2 white matter) and the CT head atlas
+(same split; this atlas holds the brain only, air set to 0 HU: tissue mask = HU > 0,
+labels 1 CSF-like (0–25 HU) / 2 parenchyma (≥ 25 HU)).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from _common import RESULTS
+
+from napari_medgan.core import api
+from napari_medgan.core.data.io import write_volume
+from napari_medgan.core.data.samples import sample_volume
+from napari_medgan.core.data.volume import Volume
+
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "demo" / "demo_config.yaml"
+FOLDER = RESULTS / "quality"
+CT_TISSUE_HU, CT_PARENCHYMA_HU = 0.0, 25.0  # the atlas is brain only, air set to 0
+
+# config overrides, "section.field": value, on top of the demo's settings
+VARIANTS: dict[str, dict[str, Any]] = {
+    "today": {},
+    "diffaug translation+cutout": {"train.diff_augment": ["translation", "cutout"]},
+    "diffaug translation+cutout+intensity": {
+        "train.diff_augment": ["translation", "cutout", "intensity"]
+    },
+    "R1 (weight 1)": {"train.r1_weight": 1.0},
+    "residual G and D": {"model.g_residual": True, "model.d_residual": True},
+}
+
+
+def halves(volume: Volume, folder: Path, suffix: str = "") -> tuple[Path, Path]:
+    """Left and right halves (first voxel axis), each keeping its place in the world.
+
+    Files ``left{suffix}``, ``right{suffix}``: a mask or label map pairs with its image by name.
+    """
+    half = volume.spatial_shape[0] // 2
+    paths = []
+    for side, start, stop in (("left", 0, half), ("right", half, volume.spatial_shape[0])):
+        affine = volume.affine.copy()
+        affine[:3, 3] += affine[:3, 0] * start
+        part = Volume(volume.tensor[:, start:stop].clone(), affine, f"{side}{suffix}")
+        path = folder / f"{side}{suffix}.nii.gz"
+        if not path.exists():
+            write_volume(part, path)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def make_dataset(name: str, folder: Path) -> dict[str, tuple[Path, Path]]:
+    """Image, tissue mask and label halves of one shipped volume, written once."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if name == "mni152":
+        image, gm, wm = (sample_volume(n) for n in ("mni152_t1", "mni152_gm", "mni152_wm"))
+        mask = (gm.tensor + wm.tensor) > 0.5
+        labels = torch.where(wm.tensor > 0.5, 2, torch.where(gm.tensor > 0.5, 1, 0))
+    elif name == "ct_head":
+        image = sample_volume("ct_head")
+        mask = image.tensor > CT_TISSUE_HU
+        labels = torch.where(image.tensor >= CT_PARENCHYMA_HU, 2, mask.long())
+    else:
+        raise SystemExit(f"unknown dataset {name!r}; use mni152 or ct_head")
+    return {
+        "image": halves(image, folder),
+        "mask": halves(Volume(mask.float(), image.affine), folder, "_mask"),
+        "labels": halves(Volume(labels.to(torch.uint8), image.affine), folder, "_labels"),
+    }
+
+
+def variant_config(overrides: dict[str, Any], data: dict, patch: int, batch: int) -> api.Config:
+    config = api.load_config(DEMO_CONFIG)
+    config.data.paths = [str(data["image"][0])]
+    config.data.masks = [str(data["mask"][0])]
+    config.model.patch_size = patch
+    config.train.batch_size = batch
+    config.train.steps = 10**6  # the CPU budget ends the run
+    config.train.preview_every = config.train.checkpoint_every = 10**9
+    for key, value in overrides.items():
+        section, field = key.split(".")
+        setattr(getattr(config, section), field, value)
+    config.validate()
+    return config
+
+
+def train_on_budget(config: api.Config, out: Path, budget_cpu_s: float) -> dict[str, float]:
+    """Train until this process has used ``budget_cpu_s`` CPU seconds; a stop saves the model."""
+    started_cpu, started = time.process_time(), time.perf_counter()
+    steps = 0
+    for event in api.train(config, out, overwrite=True,
+                           stop=lambda: time.process_time() - started_cpu > budget_cpu_s):
+        steps = max(steps, getattr(event, "step", 0) or 0)
+    return {"steps": steps, "cpu_s": time.process_time() - started_cpu,
+            "wall_s": time.perf_counter() - started}
+
+
+def trained_model(dataset: str, variant: str, budget: float, args) -> tuple[Path, dict, dict]:
+    """The variant's checkpoint, trained now unless a finished one is kept (``--retrain``)."""
+    data = make_dataset(dataset, FOLDER / "data" / dataset)
+    tag = f"{dataset}-{variant}-{budget:.0f}".replace(" ", "_").replace("+", "_")
+    out = FOLDER / tag
+    done = out / "bench.json"
+    if done.exists() and not args.retrain:
+        return out, json.loads(done.read_text()), data
+    torch.manual_seed(0)
+    config = variant_config(VARIANTS[variant], data, args.patch, args.batch)
+    trained = train_on_budget(config, out, budget)
+    done.write_text(json.dumps(trained))
+    print(f"trained {tag}: {trained}", flush=True)
+    return out, trained, data
+
+
+def run_variant(dataset: str, variant: str, budget: float, args) -> dict[str, Any]:
+    out, trained, data = trained_model(dataset, variant, budget, args)
+    started = time.perf_counter()
+    report = api.evaluate(out, [data["image"][1]], n=args.n, seed=0, thorough=args.thorough,
+                          training=[data["image"][0]])
+    return {"dataset": dataset, "variant": variant, "budget_cpu_s": budget, **trained,
+            "evaluate_s": time.perf_counter() - started, "report": report}
+
+
+def row(result: dict[str, Any]) -> list:
+    r = result["report"]
+
+    def num(key: str, fmt: str = ".2f") -> str:
+        value = r.get(key)
+        return "–" if value is None else format(value, fmt)
+
+    return [result["dataset"], result["variant"], f"{result['budget_cpu_s']:.0f}",
+            result["steps"], num("c2st_auc_vs_training"), num("c2st_auc_vs_held_out"),
+            num("c2st_auc_real_vs_real"), num("hf_power_ratio"),
+            num("memorisation_fraction_suspiciously_close", ".3f"),
+            num("mmd_synthetic_vs_held_out", ".3f")]
+
+
+HEADER = ["data", "variant", "CPU s", "steps", "C2ST vs train", "C2ST vs held-out",
+          "C2ST real-real", "HF power", "memorised", "MMD"]
+
+
+def main(argv: list[str]) -> None:
+    import argparse
+
+    from _common import report
+
+    parser = argparse.ArgumentParser(prog="bench_quality.py synthesis", description=__doc__)
+    parser.add_argument("--datasets", nargs="+", default=["mni152"], choices=["mni152", "ct_head"])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--budget", type=float, nargs="+", default=[600.0],
+                        help="CPU seconds per variant (the demo's budget is about 600)")
+    parser.add_argument("--patch", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--n", type=int, default=64, help="patches per set in evaluate")
+    parser.add_argument("--thorough", action="store_true", help="evaluate --thorough")
+    parser.add_argument("--train-only", action="store_true", help="train, don't evaluate")
+    parser.add_argument("--retrain", action="store_true", help="ignore kept checkpoints")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: CPU time stays honest when other jobs share "
+                             "the cores, as no thread waits at a barrier for a busy one)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    results = []
+    for dataset in args.datasets:
+        for budget in args.budget:
+            for variant in args.variants:
+                if args.train_only:
+                    trained_model(dataset, variant, budget, args)
+                    continue
+                results.append(run_variant(dataset, variant, budget, args))
+                print(row(results[-1]), flush=True)
+    if results:
+        report("quality_synthesis", HEADER, [row(r) for r in results],
+               {"patch": args.patch, "batch": args.batch, "n": args.n,
+                "thorough": args.thorough, "reports": [r["report"] for r in results]})
