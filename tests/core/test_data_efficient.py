@@ -80,3 +80,16 @@ def test_lazy_r1_acts_every_r1_every_critic_steps_weighted_by_it(tiny_config):
     assert full > 0
     assert [bool(t != 0) for t in terms] == [True, False, False, True, False, False]
     assert torch.isclose(terms[0], full) and torch.isclose(terms[3], full)
+
+
+def test_the_anomaly_task_trains_its_gan_phase_with_the_switches(tiny_config, tmp_path):
+    config = tiny_config(diff_augment=["translation", "cutout"], steps=4, n_critic=2,
+                         encoder_fraction=0.5)
+    config.task = "anomaly"  # loss auto: wgan-gp, so no R1
+    config.model.g_residual = config.model.d_residual = True
+    losses = step_losses(config, tmp_path / "ckpt")
+    assert [set(step) for step in losses[:2]] == [{"loss_d", "loss_g"}] * 2
+    assert "loss_e" in losses[-1]
+    assert all(torch.isfinite(torch.tensor(list(step.values()))).all() for step in losses)
+    model = api.load_model(tmp_path / "ckpt", device="cpu")
+    assert residual_blocks(model.task.nets["D"]) == 2
