@@ -21,6 +21,10 @@ Modality = Literal["auto", "ct", "mr"]
 Loss = Literal["auto", "nonsaturating", "hinge", "lsgan", "wgan-gp"]
 # what "auto" means per task: each task's published recipe
 TASK_LOSSES = {"anomaly": "wgan-gp", "cycle": "lsgan"}
+# the DiffAugment transforms of core/augment.py (data-efficient training, #10)
+Augmentation = Literal["intensity", "flip", "translation", "cutout"]
+# the tasks whose nets are the DCGAN pair, where those switches act
+DCGAN_TASKS = ("synthesis", "anomaly")
 
 
 @dataclass
@@ -64,6 +68,9 @@ class ModelConfig:
     patchgan_channels: int = 32  # PatchGAN width of its first layer
     # discriminator normalisation: "batch", "none"; auto: none for wgan-gp
     d_norm: Literal["auto", "batch", "none"] = "auto"
+    # data-efficient training (#10)
+    g_residual: bool = False  # synthesis / anomaly: residual blocks in G at coarse levels
+    d_residual: bool = False  # synthesis / anomaly: residual blocks in D at coarse levels
 
 
 @dataclass
@@ -91,6 +98,11 @@ class TrainConfig:
     channels_last: Literal["auto", "on", "off"] = "auto"
     preview_every: int = 50
     checkpoint_every: int = 100
+    # data-efficient training (#10)
+    # DiffAugment of D's inputs, real and fake: any of intensity, flip, translation, cutout
+    diff_augment: list[Augmentation] = field(default_factory=list)
+    r1_weight: float = 0.0  # γ of the R1 penalty on D's real inputs; 0: off
+    r1_every: int = 1  # lazy R1: every this many D steps, weighted by it
 
 
 @dataclass
@@ -138,6 +150,28 @@ class Config:
             raise ConfigError(
                 f"{where}The wgan-gp loss can't be used with model.d_norm: batch (batch "
                 "statistics break the gradient penalty); use d_norm: none or auto."
+            )
+        asked = [name for name, used in (
+            ("train.diff_augment", bool(self.train.diff_augment)),
+            ("train.r1_weight", self.train.r1_weight > 0),
+            ("model.g_residual", self.model.g_residual),
+            ("model.d_residual", self.model.d_residual)) if used]
+        if asked and self.task not in DCGAN_TASKS:
+            raise ConfigError(
+                f"{where}{asked[0]} applies to the DCGAN tasks ({', '.join(DCGAN_TASKS)}) "
+                f"only, not to task {self.task!r}; leave it at its default."
+            )
+        if self.train.r1_weight > 0 and self.loss == "wgan-gp":
+            raise ConfigError(
+                f"{where}train.r1_weight can't be used with the wgan-gp loss, whose gradient "
+                "penalty already constrains the critic; set r1_weight: 0 or use another loss."
+            )
+        repeated = {name for name in self.train.diff_augment
+                    if self.train.diff_augment.count(name) > 1}
+        if repeated:
+            raise ConfigError(
+                f"{where}train.diff_augment names {', '.join(sorted(repeated))} more than "
+                "once; list each augmentation once."
             )
         lo, hi = self.data.ct_window
         if not lo < hi:
@@ -203,6 +237,9 @@ RANGES = {
     (TrainConfig, "seed"): Range(0, 2**32 - 1),
     (TrainConfig, "preview_every"): AT_LEAST_ONE,
     (TrainConfig, "checkpoint_every"): AT_LEAST_ONE,
+    # data-efficient training (#10)
+    (TrainConfig, "r1_weight"): NOT_NEGATIVE,
+    (TrainConfig, "r1_every"): AT_LEAST_ONE,
 }
 
 

@@ -1,4 +1,4 @@
-"""Adversarial losses on discriminator logits, and the WGAN-GP gradient penalty."""
+"""Adversarial losses on discriminator logits, and the gradient penalties (WGAN-GP, R1)."""
 
 from __future__ import annotations
 
@@ -44,6 +44,18 @@ def gradient_penalty(
     """(‖∇D(x̂)‖₂ − 1)² on random interpolates x̂ (Gulrajani et al., 2017)."""
     shape = (real.shape[0], *([1] * (real.ndim - 1)))
     alpha = torch.rand(shape, generator=generator, device=real.device, dtype=real.dtype)
-    mixed = (alpha * real + (1.0 - alpha) * fake).requires_grad_(True)
-    (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
-    return ((grad.flatten(1).norm(dim=1) - 1.0) ** 2).mean()
+    mixed = alpha * real + (1.0 - alpha) * fake
+    return ((_input_gradient_norms(critic, mixed) - 1.0) ** 2).mean()
+
+
+def r1_penalty(critic: nn.Module, real: torch.Tensor) -> torch.Tensor:
+    """E‖∇D(x)‖₂² on real inputs (R1, Mescheder et al., 2018): flattens D around the data,
+    so it can't push real samples apart from fakes arbitrarily hard. Weighted γ/2."""
+    return (_input_gradient_norms(critic, real) ** 2).mean()
+
+
+def _input_gradient_norms(critic: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """‖∇ₓ D(x)‖₂ per sample, kept in the graph so a penalty on it trains D."""
+    x = x.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
+    return grad.flatten(1).norm(dim=1)

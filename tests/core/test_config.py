@@ -128,6 +128,18 @@ BAD_FIELDS = {
     "amp a word": ("train: {amp: maybe}", "train.amp"),
     "task misspelt": ("task: segmantation", "task is 'segmantation'"),
     "device unknown": ("train: {device: tpu}", "train.device"),
+    # data-efficient training (#10)
+    "augmentation unknown": ("train: {diff_augment: [cutout, rotate]}", "train.diff_augment[1]"),
+    "augmentation a string": ("train: {diff_augment: cutout}", "train.diff_augment"),
+    "augmentation twice": ("train: {diff_augment: [cutout, cutout]}", "train.diff_augment"),
+    "negative r1_weight": ("train: {r1_weight: -1}", "train.r1_weight"),
+    "zero r1_every": ("train: {r1_every: 0}", "train.r1_every"),
+    "r1 with wgan-gp": ("train: {r1_weight: 1, loss: wgan-gp}", "train.r1_weight"),
+    "residual a word": ("model: {g_residual: yes please}", "model.g_residual"),
+    "augmenting a U-Net task": ("task: translation\ntrain: {diff_augment: [cutout]}",
+                                "train.diff_augment"),
+    "residual in a U-Net task": ("task: segmentation\nmodel: {d_residual: true}",
+                                 "model.d_residual"),
 }
 
 

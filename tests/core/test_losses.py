@@ -1,7 +1,12 @@
 import pytest
 import torch
 
-from napari_medgan.core.losses import discriminator_loss, generator_loss, gradient_penalty
+from napari_medgan.core.losses import (
+    discriminator_loss,
+    generator_loss,
+    gradient_penalty,
+    r1_penalty,
+)
 
 REAL = torch.tensor([2.0, -1.0, 0.5])
 FAKE = torch.tensor([-3.0, 0.2, 1.0])
@@ -56,3 +61,24 @@ def test_gradient_penalty_of_a_linear_critic_is_known(norm, penalty):
 def test_unknown_loss_is_refused():
     with pytest.raises(ValueError):
         discriminator_loss("magic", REAL, FAKE)
+
+
+def test_r1_penalty_of_a_linear_critic_is_its_squared_weight_norm_and_trains_it():
+    critic = torch.nn.Linear(3, 1)
+    with torch.no_grad():
+        critic.weight.copy_(torch.tensor([[1.0, -2.0, 2.0]]))  # ‖w‖² = 9
+    real = torch.randn(5, 3)
+    penalty = r1_penalty(critic, real)
+    assert torch.isclose(penalty, torch.tensor(9.0))
+    penalty.backward()  # d‖w‖²/dw = 2w: the penalty reaches the critic's weights
+    assert torch.allclose(critic.weight.grad, 2 * critic.weight.detach())
+    assert critic.bias.grad is None or torch.equal(critic.bias.grad, torch.zeros(1))
+
+
+def test_r1_penalty_is_a_mean_over_samples_of_each_ones_gradient():
+    class Square(torch.nn.Module):  # D(x) = Σ x²: ∇ = 2x, ‖∇‖² = 4 Σ x²
+        def forward(self, x):
+            return (x**2).flatten(1).sum(1)
+
+    real = torch.tensor([[1.0, 0.0], [0.0, 3.0]])
+    assert torch.isclose(r1_penalty(Square(), real), torch.tensor((4 * 1 + 4 * 9) / 2))

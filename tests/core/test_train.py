@@ -56,12 +56,18 @@ def test_the_same_seed_repeats_the_run_and_another_seed_does_not(tiny_config, tm
     assert losses[0] != losses[2]
 
 
-@pytest.mark.parametrize("sampler", ["device", "queue"])
+# the data-efficient switches (#10) draw from the task's generator: resume must stay exact
+SWITCHES = {"diff_augment": ["intensity", "flip", "translation", "cutout"], "r1_weight": 1.0,
+            "r1_every": 2}
+
+
+@pytest.mark.parametrize(("sampler", "switches"),
+                         [("device", {}), ("queue", {}), ("device", SWITCHES)])
 def test_a_resumed_run_gives_the_same_losses_as_an_uninterrupted_one(
-    tiny_config, tmp_path, sampler
+    tiny_config, tmp_path, sampler, switches
 ):
     def config(steps):
-        c = tiny_config(steps=steps, checkpoint_every=100)
+        c = tiny_config(steps=steps, checkpoint_every=100, **switches)
         c.data.sampler = sampler
         return c
 

@@ -19,6 +19,34 @@ def _level_widths(patch_size: int, channels: int, max_channels: int) -> list[int
     return [min(channels * 2**level, max_channels) for level in reversed(range(levels + 1))]
 
 
+#: residual blocks (``g_residual``, ``d_residual``) go at the levels up to this side and
+#: below the patch size: where the nets are wide and cheap, not at full resolution
+RESIDUAL_UP_TO = 16
+
+
+def _residual_here(side: int, patch_size: int) -> bool:
+    return side <= RESIDUAL_UP_TO and side < patch_size
+
+
+class ResidualBlock3D(nn.Module):
+    """``act(x + f(x))``, ``f`` two 3³ convolutions: depth at a level without a harder path
+    for the gradient (He et al., 2016); near the identity at DCGAN initialisation."""
+
+    def __init__(self, width: int, activation: type[nn.Module], batch_norm: bool,
+                 wrap=lambda layer: layer, **activation_args) -> None:
+        super().__init__()
+        norm = (lambda: [nn.BatchNorm3d(width)]) if batch_norm else list
+        self.body = nn.Sequential(
+            wrap(nn.Conv3d(width, width, 3, padding=1, bias=not batch_norm)), *norm(),
+            activation(**activation_args),
+            wrap(nn.Conv3d(width, width, 3, padding=1, bias=not batch_norm)), *norm(),
+        )
+        self.activation = activation(**activation_args)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activation(x + self.body(x))
+
+
 def init_dcgan_weights(module: nn.Module) -> None:
     """N(0, 0.02) convolutions and N(1, 0.02) norm scales, as in the DCGAN paper."""
     if isinstance(module, (nn.Conv3d, nn.ConvTranspose3d)):
@@ -48,17 +76,25 @@ class DCGANGenerator3D(nn.Module):
         channels: int = 32,
         max_channels: int = 256,
         upsample: str = "transpose",
+        residual: bool = False,
     ) -> None:
         super().__init__()
         self.latent_dim = latent_dim
         widths = _level_widths(patch_size, channels, max_channels)
+
+        def residual_block(width: int, side: int) -> list[nn.Module]:
+            if not (residual and _residual_here(side, patch_size)):
+                return []
+            return [ResidualBlock3D(width, nn.ReLU, batch_norm=True, inplace=True)]
+
         self.project = nn.Sequential(
             nn.ConvTranspose3d(latent_dim, widths[0], kernel_size=4, bias=False),
             nn.BatchNorm3d(widths[0]),
             nn.ReLU(inplace=True),
+            *residual_block(widths[0], 4),
         )
         blocks = []
-        for cin, cout in zip(widths[:-1], widths[1:], strict=True):
+        for level, (cin, cout) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
             if upsample == "resize":
                 up = [
                     nn.Upsample(scale_factor=2, mode="nearest"),
@@ -66,7 +102,8 @@ class DCGANGenerator3D(nn.Module):
                 ]
             else:
                 up = [nn.ConvTranspose3d(cin, cout, kernel_size=4, stride=2, padding=1, bias=False)]
-            blocks += [*up, nn.BatchNorm3d(cout), nn.ReLU(inplace=True)]
+            blocks += [*up, nn.BatchNorm3d(cout), nn.ReLU(inplace=True),
+                       *residual_block(cout, 4 * 2 ** (level + 1))]
         self.upsample = nn.Sequential(*blocks)
         self.head = nn.Sequential(nn.Conv3d(widths[-1], out_channels, 3, padding=1), nn.Tanh())
         self.apply(init_dcgan_weights)
@@ -93,6 +130,7 @@ class DCGANDiscriminator3D(nn.Module):
         max_channels: int = 256,
         spectral_norm: bool = False,
         norm: str = "batch",
+        residual: bool = False,
     ) -> None:
         super().__init__()
         wrap = _spectral_norm if spectral_norm else (lambda layer: layer)
@@ -104,6 +142,9 @@ class DCGANDiscriminator3D(nn.Module):
             if norm == "batch" and index > 0:  # not on the input layer, as in DCGAN
                 layers.append(nn.BatchNorm3d(cout))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
+            if residual and _residual_here(patch_size // 2 ** (index + 1), patch_size):
+                layers.append(ResidualBlock3D(cout, nn.LeakyReLU, norm == "batch", wrap,
+                                              negative_slope=0.2, inplace=True))
             cin = cout
         layers.append(wrap(nn.Conv3d(cin, 1, kernel_size=4)))
         self.net = nn.Sequential(*layers)

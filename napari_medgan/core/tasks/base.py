@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..augment import diff_augment
 from ..checkpoint import (
     Checkpoint,
     check_shapes,
@@ -20,6 +21,7 @@ from ..checkpoint import (
 from ..config import Config
 from ..data.task_data import TaskNeeds
 from ..data.volume import Volume
+from ..losses import r1_penalty
 
 NextBatch = Callable[[], dict[str, torch.Tensor]]
 
@@ -79,6 +81,19 @@ class Task:
         if self.use_amp:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """What a critic sees of ``x``: DiffAugment with ``train.diff_augment`` (none: ``x``),
+        drawn from the task's generator so a resumed run repeats it."""
+        return diff_augment(x, self.config.train.diff_augment, self.rng)
+
+    def r1_term(self, critic: nn.Module, real: torch.Tensor, critic_step: int) -> torch.Tensor:
+        """γ/2 · R1 on the critic's real input, every ``train.r1_every`` critic steps (counted
+        from 0) and then weighted by it (lazy regularisation); 0 when ``train.r1_weight`` is 0."""
+        train = self.config.train
+        if train.r1_weight == 0 or critic_step % train.r1_every:
+            return torch.zeros((), device=real.device)
+        return 0.5 * train.r1_weight * train.r1_every * r1_penalty(critic, real.float())
 
     def train_step(self, next_batch: NextBatch, step: int) -> dict[str, torch.Tensor]:
         """One optimisation step; returns the losses (0-d tensors, checked for NaN by the loop).

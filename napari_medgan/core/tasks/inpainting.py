@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from ..augment import box_mask
 from ..config import Config
 from ..data.task_data import TaskNeeds
 from ..data.volume import Volume
@@ -60,12 +61,7 @@ class InpaintingTask(Task):
         # box k of a patch is used when k < its count; the first box always is
         count = torch.randint(1, MAX_BOXES + 1, (batch, 1), generator=g, device=dev)
         used = torch.arange(MAX_BOXES, device=dev) < count  # (B, K)
-        axis = torch.arange(size, device=dev, dtype=torch.float32)
-        inside = [(axis >= starts[..., a, None]) & (axis < (starts + sides)[..., a, None])
-                  for a in range(3)]  # each (B, K, size)
-        boxes = (inside[0][..., :, None, None] & inside[1][..., None, :, None]
-                 & inside[2][..., None, None, :])  # (B, K, size, size, size)
-        return (boxes & used[..., None, None, None]).any(1, keepdim=True).float()
+        return box_mask(starts, sides * used[..., None], (size,) * 3).float()  # unused: empty
 
     def blank(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """G's input: the image with the hole set to ``HOLE_FILL``, and the mask channel."""

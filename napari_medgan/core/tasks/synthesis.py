@@ -27,14 +27,15 @@ class SynthesisTask(Task):
         super().__init__(config, device, channels, num_classes)
         m, t = config.model, config.train
         generator = DCGANGenerator3D(
-            m.latent_dim, channels, m.patch_size, m.g_channels, m.max_channels, m.upsample
+            m.latent_dim, channels, m.patch_size, m.g_channels, m.max_channels, m.upsample,
+            m.g_residual,
         )
         self.nets = {
             "G": generator,
             "G_ema": copy.deepcopy(generator).requires_grad_(False),
             "D": DCGANDiscriminator3D(
                 channels, m.patch_size, m.d_channels, m.max_channels, m.spectral_norm,
-                config.d_norm,
+                config.d_norm, m.d_residual,
             ),
         }
         self.finish_setup()
@@ -57,20 +58,22 @@ class SynthesisTask(Task):
     def train_step(self, next_batch: NextBatch, step: int) -> dict[str, torch.Tensor]:
         G, D = self.nets["G"], self.nets["D"]
         kind = self.config.loss
-        for _ in range(self.n_critic):
+        for critic_step in range(self.n_critic):
             real = self.to_layout(next_batch()["image"])
             with torch.no_grad(), self.autocast():
                 fake = G(self.noise(real.shape[0]))
+            real, fake = self.augment(real), self.augment(fake)  # D sees both augmented
             with self.autocast():
                 loss_d = discriminator_loss(kind, D(real), D(fake))
             if kind == "wgan-gp":
                 penalty = gradient_penalty(D, real, fake.float(), self.rng)
                 loss_d = loss_d + self.config.train.gp_weight * penalty
+            loss_d = loss_d + self.r1_term(D, real, (step - 1) * self.n_critic + critic_step)
             self.optimizers["D"].zero_grad(set_to_none=True)
             loss_d.backward()
             self.optimizers["D"].step()
         with self.autocast():
-            loss_g = generator_loss(kind, D(G(self.noise(real.shape[0]))))
+            loss_g = generator_loss(kind, D(self.augment(G(self.noise(real.shape[0])))))
         self.optimizers["G"].zero_grad(set_to_none=True)
         loss_g.backward()
         self.optimizers["G"].step()

@@ -1,0 +1,95 @@
+"""Data-efficient GAN training (#10): DiffAugment, R1 and residual nets in a real training run."""
+
+import json
+
+import torch
+
+from napari_medgan.core import api
+from napari_medgan.core.checkpoint import load_checkpoint, read_card
+from napari_medgan.core.losses import r1_penalty
+from napari_medgan.core.nets.dcgan import ResidualBlock3D
+from napari_medgan.core.tasks.synthesis import SynthesisTask
+
+EVERY_SWITCH = {"diff_augment": ["intensity", "flip", "translation", "cutout"],
+                "r1_weight": 1.0, "r1_every": 2}
+
+
+def with_every_switch(tiny_config, **train):
+    config = tiny_config(**EVERY_SWITCH, **train)
+    config.model.g_residual = config.model.d_residual = True
+    return config
+
+
+def step_losses(config, out):
+    return [e.losses for e in api.train(config, out) if e.kind == "step"]
+
+
+def residual_blocks(net):
+    return sum(isinstance(module, ResidualBlock3D) for module in net.modules())
+
+
+def test_a_run_with_every_switch_on_trains_saves_loads_and_synthesizes(tiny_config, tmp_path):
+    losses = step_losses(with_every_switch(tiny_config), tmp_path / "ckpt")
+    assert len(losses) == 4
+    assert all(torch.isfinite(torch.tensor(list(step.values()))).all() for step in losses)
+    card = read_card(tmp_path / "ckpt")
+    assert card["config"]["train"]["diff_augment"] == EVERY_SWITCH["diff_augment"]
+    assert card["config"]["model"]["g_residual"] and card["config"]["model"]["d_residual"]
+    model = api.load_model(tmp_path / "ckpt", device="cpu")
+    assert residual_blocks(model.task.nets["G_ema"]) == 2  # at 4³ and 8³ of a 16³ patch
+    assert residual_blocks(model.task.nets["D"]) == 2
+    saved = load_checkpoint(tmp_path / "ckpt").weights
+    loaded = model.task.weights()
+    assert any(".body." in key for key in saved) and set(saved) == set(loaded)
+    assert all(torch.equal(saved[key], loaded[key].cpu()) for key in saved)
+    patches = api.synthesize(model, n=2)
+    assert [p.tensor.shape for p in patches] == [(1, 16, 16, 16)] * 2
+    assert all(torch.isfinite(p.tensor).all() for p in patches)
+    assert not torch.equal(patches[0].tensor, patches[1].tensor)
+
+
+def test_each_switch_changes_training_and_the_defaults_change_nothing(tiny_config, tmp_path):
+    plain = step_losses(tiny_config(), tmp_path / "plain")
+    assert plain == step_losses(tiny_config(diff_augment=[], r1_weight=0.0), tmp_path / "same")
+    for name, value in (("diff_augment", ["translation"]), ("r1_weight", 10.0)):
+        assert step_losses(tiny_config(**{name: value}), tmp_path / name) != plain, name
+
+
+def test_a_checkpoint_from_before_the_switches_loads_with_plain_nets(tiny_config, tmp_path):
+    step_losses(tiny_config(), tmp_path / "old")
+    card_path = tmp_path / "old" / "card.json"
+    card = json.loads(card_path.read_text())
+    for field in ("g_residual", "d_residual"):
+        del card["config"]["model"][field]
+    for field in ("diff_augment", "r1_weight", "r1_every"):
+        del card["config"]["train"][field]
+    card_path.write_text(json.dumps(card))
+    model = api.load_model(tmp_path / "old", device="cpu")
+    assert residual_blocks(model.task.nets["G_ema"]) == residual_blocks(model.task.nets["D"]) == 0
+    assert model.card["config"]["train"]["diff_augment"] == []
+    assert len(api.synthesize(model, n=1)) == 1
+
+
+def test_lazy_r1_acts_every_r1_every_critic_steps_weighted_by_it(tiny_config):
+    config = tiny_config(r1_weight=2.0, r1_every=3)
+    task = SynthesisTask(config, torch.device("cpu"))
+    D = task.nets["D"]
+    real = torch.rand(2, 1, 16, 16, 16) * 2 - 1
+    full = 0.5 * 2.0 * 3 * r1_penalty(D, real)
+    terms = [task.r1_term(D, real, k) for k in range(6)]
+    assert full > 0
+    assert [bool(t != 0) for t in terms] == [True, False, False, True, False, False]
+    assert torch.isclose(terms[0], full) and torch.isclose(terms[3], full)
+
+
+def test_the_anomaly_task_trains_its_gan_phase_with_the_switches(tiny_config, tmp_path):
+    config = tiny_config(diff_augment=["translation", "cutout"], steps=4, n_critic=2,
+                         encoder_fraction=0.5)
+    config.task = "anomaly"  # loss auto: wgan-gp, so no R1
+    config.model.g_residual = config.model.d_residual = True
+    losses = step_losses(config, tmp_path / "ckpt")
+    assert [set(step) for step in losses[:2]] == [{"loss_d", "loss_g"}] * 2
+    assert "loss_e" in losses[-1]
+    assert all(torch.isfinite(torch.tensor(list(step.values()))).all() for step in losses)
+    model = api.load_model(tmp_path / "ckpt", device="cpu")
+    assert residual_blocks(model.task.nets["D"]) == 2
