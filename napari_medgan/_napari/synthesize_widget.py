@@ -31,9 +31,6 @@ from .common import LayerChooser, report_error
 from .convert import layer_to_volume, placed_in_a_row, volume_to_layer_data
 from .model_widget import ModelWidget
 
-#: The share of synthetic patches "suspiciously close" to training data expected by chance
-#: is 0.05; twice that is flagged as possible memorisation (see the README's Evaluate).
-MEMORISATION_FLAG = 0.10
 _UNITS = {"ct": "HU", "mr": "MR signal (arbitrary units)"}
 _LAYER_PREFIX = "layer:"
 
@@ -53,16 +50,25 @@ def evaluate_model(checkpoint: Path, held_out: list, training: list | None, n: i
 
 def describe_quality(report: dict[str, Any]) -> str:
     """The evaluation in plain words: one line per number on what it means."""
-    lines = []
+    lines = [
+        f"Realism: a classifier tells synthetic from real held-out patches with ROC AUC "
+        f"{report['c2st_auc_vs_held_out']:.2f}, two real sets with "
+        f"{report['c2st_auc_real_vs_real']:.2f} (0.5 = indistinguishable, 1 = always told "
+        "apart; near the real-vs-real value means realistic)."]
+    if report.get("c2st_auc_vs_training") is not None:
+        lines.append(f"Against real patches of the training region: AUC "
+                     f"{report['c2st_auc_vs_training']:.2f}.")
     close = report.get("memorisation_fraction_suspiciously_close")
     if close is None:
         lines.append("Memorisation: not checked (" + "; ".join(report.get("notes", [])) + ").")
     else:
         verdict = ("POSSIBLE MEMORISATION: the model may be copying its training data"
-                   if close > MEMORISATION_FLAG else "no sign of copying the training data")
+                   if report["memorisation_suspicious"] else
+                   "no sign of copying the training data")
         lines.append(
             f"Memorisation: {verdict}. {close:.0%} of synthetic patches are closer to a "
-            "training patch than 95 % of real held-out patches get (about 5 % is normal).")
+            "training patch than 95 % of real held-out patches get (about 5 % is normal, "
+            f"above {report['memorisation_suspicious_above']:.0%} suspicious).")
         lines.append(
             f"Nearest-training distance ratio: {report['memorisation_nn_distance_ratio']:.3g} "
             "(synthetic / real; well below 1 also hints at copying).")

@@ -372,19 +372,22 @@ def evaluate(
     overlap: float = 0.5,
     batch_size: int = 4,
     training: list[VolumeSource] | None = None,
+    thorough: bool = False,
 ) -> dict[str, Any]:
     """How good a model is on held-out volumes ``data``.
 
     Every volume may be a path or a :class:`Volume` already in memory.
     Synthesis: quality and privacy of synthetic patches (see :func:`evaluate_synthesis`;
-    ``training``: the volumes it learnt from, when they are not files named on its card).
+    ``training``: the volumes it learnt from, when they are not files named on its card;
+    ``thorough``: a slower, surer realism test).
     Other tasks: each volume is applied whole and scored against its truth (``target``,
     ``labels`` or ``mask`` files, matched by name or order); the report has the mean
     of each metric and the per-volume values.
     """
     model = _as_model(model)
     if model.task.can_synthesize:
-        return evaluate_synthesis(model, data, n=n, seed=seed, training=training)
+        return evaluate_synthesis(model, data, n=n, seed=seed, training=training,
+                                  thorough=thorough)
     given = {"target": target, "labels": labels, "mask": mask}
     files = find_volume_files(data)
     truths: dict[str, list[Path]] = {}
@@ -416,31 +419,50 @@ _TRUTH_WORDS = {"target": "target", "labels": "label map", "mask": "mask"}  # in
 
 
 def evaluate_synthesis(model: Model, data: list[VolumeSource], *, n: int = 64,
-                       seed: int = 0,
-                       training: list[VolumeSource] | None = None) -> dict[str, Any]:
-    """Quality and privacy numbers of a synthesis model against held-out volumes ``data``.
+                       seed: int = 0, training: list[VolumeSource] | None = None,
+                       thorough: bool = False) -> dict[str, Any]:
+    """Quality, realism and privacy numbers of a synthesis model against held-out ``data``.
 
     Patches are centred on foreground voxels (above the lowest 5 % of the
     normalised range), so empty background doesn't make every set look alike.
-    The memorisation report needs the training volumes: ``training``, or else the
-    files named on the card; when neither is there it is left out and ``notes`` says so.
+    Realism first: the classifier two-sample test (:func:`realism.c2st`) of ``n``
+    synthetic patches against ``n`` real ones of the training region
+    (``c2st_auc_vs_training``) and of the held-out volumes (``c2st_auc_vs_held_out``),
+    next to its yardstick ``c2st_auc_real_vs_real``: two disjoint sets of ``n`` held-out
+    patches under the same protocol. ``thorough`` uses 4× the patches and 3× the training
+    of the classifier. The training region and the memorisation report need the training
+    volumes: ``training``, or else the files named on the card; when neither is there
+    they are left out and ``notes`` says so.
     """
-    from . import metrics
+    from . import metrics, realism
 
     if n < MIN_EVALUATION_PATCHES:  # the metrics' own refusal can't name the setting
         raise ConfigError(f"Evaluation needs at least {MIN_EVALUATION_PATCHES} patches per set, "
                           f"got n={n}; use --n {MIN_EVALUATION_PATCHES} or more (default 64).")
-    synthetic = model.task.sample(n, seed=seed).cpu()  # normalised, as the real patches below
-    held_out = _foreground_patches(model, data, n, seed + 1)
+    n_c2st = 4 * n if thorough else n
+    folds = min(5, n_c2st)
+    synthetic = model.task.sample(n_c2st, seed=seed).cpu()  # normalised, as the real patches
+    held_out = _foreground_patches(model, data, 2 * n_c2st, seed + 1)
     notes = []
     training = training or [f for f in model.card.get("data", {}).get("files", [])
                             if Path(f).exists()]
+    pairs = {"vs_held_out": (held_out[:n_c2st], synthetic),
+             "real_vs_real": (held_out[:n_c2st], held_out[n_c2st:])}  # the yardstick
     training_patches = None
     if training:
-        training_patches = _foreground_patches(model, training, max(4 * n, 256), seed + 2)
+        training_patches = _foreground_patches(model, training, max(4 * n, 256, n_c2st),
+                                               seed + 2)
+        pairs = {"vs_training": (training_patches[:n_c2st], synthetic), **pairs}
     else:
-        notes.append("memorisation left out: the training files named on the card are not on disk")
-    report = metrics.synthesis_report(synthetic, held_out, training_patches)
+        notes.append("realism against the training region and memorisation left out: the "
+                      "training files named on the card are not on disk")
+    tests = {name: realism.c2st(real, other, folds=folds, seed=seed, thorough=thorough)
+             for name, (real, other) in pairs.items()}
+    report: dict[str, Any] = {f"c2st_auc_{name}": t["auc"] for name, t in tests.items()}
+    report.update({f"c2st_p_value_{name}": t["p_value"] for name, t in tests.items()
+                   if name != "real_vs_real"})
+    report.update(c2st_patches_per_set=n_c2st, c2st_epochs=tests["vs_held_out"]["epochs"])
+    report.update(metrics.synthesis_report(synthetic[:n], held_out[:n], training_patches))
     report.update(n_synthetic=n, held_out_files=[str(p) for p in data], notes=notes)
     return json_safe(report)
 

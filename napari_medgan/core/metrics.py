@@ -32,6 +32,7 @@ __all__ = [
     "best_threshold_dice",
     "dice_per_label",
     "hd95_per_label",
+    "hf_power_ratio",
     "image_similarity",
     "mae",
     "memorisation_report",
@@ -39,13 +40,20 @@ __all__ = [
     "ms_ssim3d",
     "ms_ssim_diversity",
     "psnr",
+    "radial_power_spectrum",
     "ssim3d",
     "synthesis_report",
+    "tissue_w1",
 ]
 
 K1, K2 = 0.01, 0.03
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 MMD_BANDWIDTH_SCALES = (0.5, 1.0, 2.0)
+HF_BAND = (2 / 3, 1.0)  # the high-frequency band, as fractions of the Nyquist frequency
+FOREGROUND_ABOVE = -0.9  # normalised intensity: voxels above it are foreground
+TISSUES = ("dark", "middle", "bright")  # foreground intensity tertiles (T1: ~CSF, GM, WM)
+MEMORISATION_EXPECTED_SHARE = 0.05  # by construction: the 5th percentile of real distances
+MEMORISATION_CONFIDENCE = 0.99  # one-sided binomial bound on that share by chance
 
 
 # --- input checks -------------------------------------------------------------------------
@@ -281,6 +289,100 @@ def ms_ssim_diversity(
     return float(torch.cat(scores).mean())
 
 
+@torch.no_grad()
+def radial_power_spectrum(patches: Tensor, *, bins: int = 16) -> Tensor:
+    """Mean power per radial frequency band, ``(bins,)``, from 0 to the Nyquist frequency.
+
+    Each patch (mean removed, Hann-windowed so the patch border adds no false edges) is
+    Fourier transformed in 3D; power is averaged over patches and channels and over the
+    frequencies whose radius (cycles per voxel, Nyquist = 0.5) falls in each of ``bins``
+    equal bands. Frequencies beyond Nyquist (the cube's corners) are left out.
+    """
+    patches = _check_patches(patches, "patches")
+    x = patches - patches.mean(dim=(2, 3, 4), keepdim=True)
+    for axis, size in zip((2, 3, 4), x.shape[2:], strict=True):
+        shape = [1] * 5
+        shape[axis] = size
+        x = x * torch.hann_window(size, periodic=False, dtype=x.dtype, device=x.device).view(shape)
+    power = torch.fft.rfftn(x, dim=(2, 3, 4)).abs().pow(2).mean(dim=(0, 1))
+    d, h, w = x.shape[2:]
+    radius = torch.sqrt(torch.fft.fftfreq(d, device=x.device).view(-1, 1, 1) ** 2
+                        + torch.fft.fftfreq(h, device=x.device).view(1, -1, 1) ** 2
+                        + torch.fft.rfftfreq(w, device=x.device).view(1, 1, -1) ** 2)
+    band = (radius / 0.5 * bins).long()
+    inside = band < bins
+    sums = torch.zeros(bins, dtype=power.dtype, device=x.device).index_add_(
+        0, band[inside], power[inside])
+    counts = torch.bincount(band[inside], minlength=bins).clamp_min(1)
+    return sums / counts
+
+
+@torch.no_grad()
+def hf_power_ratio(synthetic: Tensor, real: Tensor, *, band: tuple[float, float] = HF_BAND,
+                   bins: int = 24) -> float:
+    """Synthetic ÷ real mean power in the high-frequency ``band`` (fractions of Nyquist).
+
+    About 1 when the fine detail matches; below 1 means blur (too little fine detail),
+    above 1 noise or a checkerboard (too much). Default band: the top third up to Nyquist.
+    """
+    synthetic = _check_patches(synthetic, "synthetic patches")
+    real = _check_patches(real, "real patches")
+    _check_same_shape(synthetic, real, ("synthetic patches", "real patches"), batch=False)
+    centres = (torch.arange(bins) + 0.5) / bins
+    chosen = (centres >= band[0]) & (centres <= band[1])
+    synth = radial_power_spectrum(synthetic, bins=bins)[chosen.to(synthetic.device)].mean()
+    ref = radial_power_spectrum(real, bins=bins)[chosen.to(real.device)].mean()
+    return float(synth / ref) if ref > 0 else math.inf
+
+
+def _foreground_quantiles(patches: Tensor, levels: Tensor) -> Tensor:
+    """Quantiles at ``levels`` of the foreground voxels (above ``FOREGROUND_ABOVE``)."""
+    voxels = patches.flatten().double()
+    voxels = voxels[voxels > FOREGROUND_ABOVE]
+    if len(voxels) == 0:
+        raise DataError(
+            f"The patches have no foreground voxel (all at or below {FOREGROUND_ABOVE} in the "
+            "normalised range); take patches where the anatomy is."
+        )
+    return torch.quantile(voxels[:: max(1, len(voxels) // 1_000_000)], levels.to(voxels.device))
+
+
+@torch.no_grad()
+def tissue_w1(synthetic: Tensor, real: Tensor, *, steps: int = 300) -> dict[str, float]:
+    """1-Wasserstein distance between real and synthetic intensities, per tissue class.
+
+    Tissue classes are the tertiles of each set's own foreground intensities (above
+    ``FOREGROUND_ABOVE``): ``dark``, ``middle``, ``bright`` (on T1 MR roughly CSF, grey
+    and white matter; on CT fat/fluid, soft tissue, bone). The W1 of a class is the mean
+    absolute difference of the two quantile functions over its third of the quantile
+    range, in normalised intensity units (the range [-1, 1] is 2 wide): it grows when a
+    tissue's intensity shifts or its spread is wrong, and when the tissues' proportions
+    differ (a class's quantiles then take the neighbour's intensities).
+    """
+    synthetic = _check_patches(synthetic, "synthetic patches")
+    real = _check_patches(real, "real patches")
+    _check_same_shape(synthetic, real, ("synthetic patches", "real patches"), batch=False)
+    levels = (torch.arange(steps * len(TISSUES), dtype=torch.float64) + 0.5) / (
+        steps * len(TISSUES))
+    gap = (_foreground_quantiles(synthetic, levels).cpu()
+           - _foreground_quantiles(real, levels).cpu()).abs()
+    return {name: float(part.mean()) for name, part in zip(TISSUES, gap.split(steps),
+                                                           strict=True)}
+
+
+def _binomial_upper_bound(n: int, share: float, confidence: float) -> float:
+    """The smallest k / n with P(Binomial(n, share) ≤ k) ≥ ``confidence``."""
+    cumulative, k = 0.0, 0
+    while k <= n:
+        log_pmf = (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+                   + k * math.log(share) + (n - k) * math.log1p(-share))
+        cumulative += math.exp(log_pmf)
+        if cumulative >= confidence:
+            break
+        k += 1
+    return min(k, n) / n
+
+
 def _nn_distance(query: Tensor, reference: Tensor, *, chunk: int = 512) -> Tensor:
     """RMS distance from each query row to its nearest reference row, ``(Q,)``.
 
@@ -307,12 +409,16 @@ def memorisation_report(
     For every synthetic patch, the RMS distance (features after 2× average pooling) to its
     nearest training patch is compared with the same distance for held-out real patches,
     which tells how close an honest new sample of the anatomy usually gets. Synthetic
-    patches nearer than the 5th percentile of that reference are "suspiciously close";
-    ``nn_distance_ratio`` well below 1 hints at memorisation.
+    patches nearer than the 5th percentile of that reference are "suspiciously close": a
+    generator that copies nothing has that share near ``expected_share`` (0.05, by
+    construction); above ``suspicious_above`` (the 99th percentile of
+    Binomial(n_synthetic, 0.05) / n_synthetic, so a false alarm 1 time in 100) it is
+    ``suspicious``. ``nn_distance_ratio`` well below 1 also hints at memorisation.
 
     Keys: ``n_synthetic``, ``n_held_out``, ``n_training``, ``synthetic_nn_distance_median``,
     ``synthetic_nn_distance_min``, ``real_nn_distance_median``, ``real_nn_distance_p05``,
-    ``fraction_suspiciously_close``, ``nn_distance_ratio`` (synthetic / real median).
+    ``fraction_suspiciously_close``, ``expected_share``, ``suspicious_above``,
+    ``suspicious`` (bool), ``nn_distance_ratio`` (synthetic / real median).
     """
     synthetic = _check_patches(synthetic, "synthetic patches")
     held_out = _check_patches(held_out, "held-out patches")
@@ -324,7 +430,10 @@ def memorisation_report(
     synth_d = _nn_distance(_features(synthetic), train_features)
     real_d = _nn_distance(_features(held_out), train_features)
     synth_median, real_median = float(synth_d.median()), float(real_d.median())
-    real_p05 = float(torch.quantile(real_d, 0.05))
+    real_p05 = float(torch.quantile(real_d, MEMORISATION_EXPECTED_SHARE))
+    close = float((synth_d < real_p05).double().mean())
+    bound = _binomial_upper_bound(len(synthetic), MEMORISATION_EXPECTED_SHARE,
+                                  MEMORISATION_CONFIDENCE)
     return {
         "n_synthetic": len(synthetic),
         "n_held_out": len(held_out),
@@ -333,7 +442,10 @@ def memorisation_report(
         "synthetic_nn_distance_min": float(synth_d.min()),
         "real_nn_distance_median": real_median,
         "real_nn_distance_p05": real_p05,
-        "fraction_suspiciously_close": float((synth_d < real_p05).double().mean()),
+        "fraction_suspiciously_close": close,
+        "expected_share": MEMORISATION_EXPECTED_SHARE,
+        "suspicious_above": bound,
+        "suspicious": close > bound,
         "nn_distance_ratio": synth_median / real_median if real_median > 0 else math.inf,
     }
 
@@ -346,15 +458,18 @@ def synthesis_report(
     *,
     pairs: int = 128,
     seed: int = 0,
-) -> dict[str, float | int]:
+) -> dict[str, float | int | dict[str, float]]:
     """Everything needed to judge a synthesis model, each number next to its reference.
 
     ``mmd_synthetic_vs_held_out`` only means something next to ``mmd_held_out_halves``, the
     MMD between two random halves of the held-out set (what sampling noise alone gives;
     being half-size sets, it is a slightly generous reference). Likewise
     ``ms_ssim_diversity_synthetic`` is read against ``ms_ssim_diversity_held_out``: clearly
-    higher means less diverse than real data (mode collapse). With ``training`` patches the
-    :func:`memorisation_report` keys are added with the prefix ``memorisation_``.
+    higher means less diverse than real data (mode collapse). ``hf_power_ratio``
+    (:func:`hf_power_ratio`, ≈ 1 is right, < 1 blur, > 1 noise) and ``tissue_w1``
+    (:func:`tissue_w1`, 0 is right) compare the synthetic patches with the held-out ones.
+    With ``training`` patches the :func:`memorisation_report` keys are added with the
+    prefix ``memorisation_``.
     """
     synthetic = _check_patches(synthetic, "synthetic patches", min_count=2)
     held_out = _check_patches(held_out, "held-out patches", min_count=4)
@@ -362,7 +477,7 @@ def synthesis_report(
 
     halves = torch.randperm(len(held_out), generator=torch.Generator().manual_seed(seed))
     half = len(held_out) // 2
-    report: dict[str, float | int] = {
+    report: dict[str, float | int | dict[str, float]] = {
         "n_synthetic": len(synthetic),
         "n_held_out": len(held_out),
         "mmd_synthetic_vs_held_out": mmd(synthetic, held_out),
@@ -371,6 +486,8 @@ def synthesis_report(
         ),
         "ms_ssim_diversity_synthetic": ms_ssim_diversity(synthetic, pairs=pairs, seed=seed),
         "ms_ssim_diversity_held_out": ms_ssim_diversity(held_out, pairs=pairs, seed=seed),
+        "hf_power_ratio": hf_power_ratio(synthetic, held_out),
+        "tissue_w1": tissue_w1(synthetic, held_out),
     }
     if training is not None:
         memo = memorisation_report(synthetic, held_out, training)

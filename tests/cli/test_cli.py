@@ -91,6 +91,12 @@ def test_info_and_evaluate(checkpoint, real_dir, capsys):
                  "--n", "8", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["n_synthetic"] == 8 and "mmd_synthetic_vs_held_out" in report
+    assert main(["evaluate", str(checkpoint), "--data", str(real_dir / "t1_b.nii.gz"),
+                 "--n", "8"]) == 0
+    lines = capsys.readouterr().out.splitlines()  # realism first, then how to read it
+    assert lines[0].split()[0] == "c2st_auc_vs_training"
+    assert float(lines[0].split()[1]) == pytest.approx(report["c2st_auc_vs_training"], abs=1e-4)
+    assert "0.5 = indistinguishable" in "\n".join(lines[:8])
     for n in ("0", "1", "3"):  # too few patches: the flag is named
         assert main(["evaluate", str(checkpoint), "--data", str(real_dir / "t1_b.nii.gz"),
                      "--n", n]) == 2

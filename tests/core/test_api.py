@@ -60,8 +60,14 @@ def test_evaluate_reports_quality_and_memorisation(trained, real_dir):
     report = api.evaluate(trained["mr"], [real_dir / "t1_b.nii.gz"], n=16)
     json.dumps(report)
     for key in ("mmd_synthetic_vs_held_out", "mmd_held_out_halves",
-                "ms_ssim_diversity_synthetic", "memorisation_fraction_suspiciously_close"):
+                "ms_ssim_diversity_synthetic", "memorisation_fraction_suspiciously_close",
+                "memorisation_expected_share", "memorisation_suspicious_above",
+                "hf_power_ratio", "c2st_p_value_vs_training", "c2st_p_value_vs_held_out"):
         assert key in report
+    assert list(report)[:3] == ["c2st_auc_vs_training", "c2st_auc_vs_held_out",
+                                "c2st_auc_real_vs_real"]  # realism first
+    assert all(0 <= report[k] <= 1 for k in list(report)[:5])
+    assert set(report["tissue_w1"]) == {"dark", "middle", "bright"}
     assert 0 <= report["ms_ssim_diversity_held_out"] <= 1
 
 
@@ -73,7 +79,8 @@ def test_evaluate_says_when_training_files_are_gone(trained, real_dir, tmp_path)
     (moved / CARD_FILE).write_text(json.dumps(card))
     report = api.evaluate(moved, [real_dir / "t1_b.nii.gz"], n=8)
     assert "memorisation_fraction_suspiciously_close" not in report
-    assert "not on disk" in report["notes"][0]
+    assert "c2st_auc_vs_training" not in report and "c2st_auc_vs_held_out" in report
+    assert "not on disk" in report["notes"][0] and "realism" in report["notes"][0]
 
 
 def _edited_copy(source, tmp_path, edit):

@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+import scipy.stats
 import torch
 import torch.nn.functional as F
 
@@ -106,7 +107,7 @@ def test_memorisation_flags_copies_of_training_patches() -> None:
     training = smooth_patches(200, 16, seed=0)
     held_out = smooth_patches(40, 16, seed=1)
     report = metrics.memorisation_report(training[:30].clone(), held_out, training)
-    assert report["fraction_suspiciously_close"] == 1.0
+    assert report["fraction_suspiciously_close"] == 1.0 and report["suspicious"]
     assert report["synthetic_nn_distance_min"] == pytest.approx(0.0, abs=1e-6)
     assert report["nn_distance_ratio"] < 0.01
     assert report["real_nn_distance_p05"] <= report["real_nn_distance_median"]
@@ -118,6 +119,9 @@ def test_memorisation_quiet_for_independent_samples() -> None:
         smooth_patches(40, 16, seed=2), smooth_patches(40, 16, seed=1), training
     )
     assert report["fraction_suspiciously_close"] < 0.3
+    assert report["expected_share"] == 0.05 and not report["suspicious"]
+    # one false alarm in 100 by chance: the 99th percentile of Binomial(40, 0.05), over 40
+    assert report["suspicious_above"] == scipy.stats.binom.ppf(0.99, 40, 0.05) / 40
     assert 0.9 < report["nn_distance_ratio"] < 1.1
     assert report["synthetic_nn_distance_min"] > 0.1
 
@@ -134,7 +138,8 @@ def test_synthesis_report_is_json_and_readable() -> None:
         smooth_patches(16, 16, seed=2), held_out, smooth_patches(64, 16, seed=0), pairs=16
     )
     json.loads(json.dumps(report, allow_nan=False))
-    assert all(type(v) in (float, int) for v in report.values())
+    assert set(report.pop("tissue_w1")) == {"dark", "middle", "bright"}
+    assert all(type(v) in (float, int, bool) for v in report.values())
     assert {
         "mmd_synthetic_vs_held_out",
         "mmd_held_out_halves",
@@ -142,6 +147,9 @@ def test_synthesis_report_is_json_and_readable() -> None:
         "ms_ssim_diversity_held_out",
         "memorisation_fraction_suspiciously_close",
         "memorisation_nn_distance_ratio",
+        "memorisation_expected_share",
+        "memorisation_suspicious_above",
+        "hf_power_ratio",
     } <= report.keys()
     assert "memorisation_nn_distance_ratio" not in metrics.synthesis_report(held_out, held_out)
 
