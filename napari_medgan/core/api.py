@@ -431,8 +431,9 @@ def evaluate_synthesis(model: Model, data: list[VolumeSource], *, n: int = 64,
     next to its yardstick ``c2st_auc_real_vs_real``: two disjoint sets of ``n`` held-out
     patches under the same protocol. ``thorough`` uses 4× the patches and 3× the training
     of the classifier. The training region and the memorisation report need the training
-    volumes: ``training``, or else the files named on the card; when neither is there
-    they are left out and ``notes`` says so.
+    volumes: ``training``, or else the files named on the card, sampled inside the masks
+    it was trained with (see :func:`_training_region`); when neither is there they are
+    left out and ``notes`` says so.
     """
     from . import metrics, realism
 
@@ -444,14 +445,13 @@ def evaluate_synthesis(model: Model, data: list[VolumeSource], *, n: int = 64,
     synthetic = model.task.sample(n_c2st, seed=seed).cpu()  # normalised, as the real patches
     held_out = _foreground_patches(model, data, 2 * n_c2st, seed + 1)
     notes = []
-    training = training or [f for f in model.card.get("data", {}).get("files", [])
-                            if Path(f).exists()]
+    training, training_masks = _training_region(model, training)
     pairs = {"vs_held_out": (held_out[:n_c2st], synthetic),
              "real_vs_real": (held_out[:n_c2st], held_out[n_c2st:])}  # the yardstick
     training_patches = None
     if training:
         training_patches = _foreground_patches(model, training, max(4 * n, 256, n_c2st),
-                                               seed + 2)
+                                               seed + 2, masks=training_masks)
         pairs = {"vs_training": (training_patches[:n_c2st], synthetic), **pairs}
     else:
         notes.append("realism against the training region and memorisation left out: the "
@@ -490,16 +490,38 @@ def json_safe(report: dict[str, Any]) -> dict[str, Any]:
     return cleaned
 
 
-def _foreground_patches(model: Model, paths: list, n: int, seed: int) -> torch.Tensor:
-    data = load_training_volumes(paths, patch_size=model.patch_size,
+def _training_region(model: Model, training: list[VolumeSource] | None
+                     ) -> tuple[list[VolumeSource], list[str] | None]:
+    """The volumes a synthesis model learnt from and the masks it drew its patches in.
+
+    ``training`` given: those volumes, whole. Otherwise the card's files and masks, those
+    still on disk (the masks only when all of them are), so the real patches come from
+    where the generator's did.
+    """
+    if training:
+        return training, None
+    summary = model.card.get("data", {})
+    files = [f for f in summary.get("files", []) if Path(f).exists()]
+    masks = summary.get("masks") or None
+    if not files or len(files) != len(summary.get("files", [])):
+        return files, None
+    return files, masks if masks and all(Path(m).exists() for m in masks) else None
+
+
+def _foreground_patches(model: Model, paths: list, n: int, seed: int,
+                        masks: list[str] | None = None) -> torch.Tensor:
+    """``n`` normalised patches centred on foreground (inside ``masks`` when given)."""
+    data = load_training_volumes(paths, patch_size=model.patch_size, masks=masks,
                                  irregular_series=model.task.config.data.irregular_series)
     volumes = [normalize(model.normalization, v.tensor) for v in data.volumes]
-    masks = [(v[:1] > -0.9) for v in volumes]
-    if not all(bool(m.any()) for m in masks):
+    regions = [(v[:1] > -0.9) for v in volumes]
+    if data.masks:
+        regions = [r & m for r, m in zip(regions, data.masks, strict=True)]
+    if not all(bool(r.any()) for r in regions):
         raise DataError(
             f"One of {', '.join(map(str, paths))} has no foreground to take patches from."
         )
     sampler = DevicePatchSampler(
-        volumes, model.patch_size, n, device=torch.device("cpu"), seed=seed, masks=masks
+        volumes, model.patch_size, n, device=torch.device("cpu"), seed=seed, masks=regions
     )
     return sampler.next_batch()
