@@ -91,6 +91,12 @@ class TrainConfig:
     channels_last: Literal["auto", "on", "off"] = "auto"
     preview_every: int = 50
     checkpoint_every: int = 100
+    # segmentation critic (#10): opt-in, as at short budgets it cost Dice (bench/README.md)
+    segmentation_critic: bool = False  # segmentation: add the adversarial critic's term
+    critic_warmup: float = 0.25  # its term is off for this share of steps, then ramped in
+    # what the critic sees as real labels: "scaled" one-hot at the segmenter's confidence
+    # (Luc et al., 2016), so soft probabilities alone don't give fakes away, or "onehot"
+    critic_real: Literal["scaled", "onehot"] = "scaled"
 
 
 @dataclass
@@ -203,6 +209,8 @@ RANGES = {
     (TrainConfig, "seed"): Range(0, 2**32 - 1),
     (TrainConfig, "preview_every"): AT_LEAST_ONE,
     (TrainConfig, "checkpoint_every"): AT_LEAST_ONE,
+    # segmentation critic (#10)
+    (TrainConfig, "critic_warmup"): Range(0, 1, high_inclusive=False),
 }
 
 
