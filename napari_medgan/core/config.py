@@ -103,6 +103,12 @@ class TrainConfig:
     diff_augment: list[Augmentation] = field(default_factory=list)
     r1_weight: float = 0.0  # γ of the R1 penalty on D's real inputs; 0: off
     r1_every: int = 1  # lazy R1: every this many D steps, weighted by it
+    # segmentation critic (#10): opt-in, as at short budgets it cost Dice (bench/README.md)
+    segmentation_critic: bool = False  # segmentation: add the adversarial critic's term
+    critic_warmup: float = 0.25  # its term is off for this share of steps, then ramped in
+    # what the critic sees as real labels: "scaled" one-hot at the segmenter's confidence
+    # (Luc et al., 2016), so soft probabilities alone don't give fakes away, or "onehot"
+    critic_real: Literal["scaled", "onehot"] = "scaled"
 
 
 @dataclass
@@ -240,6 +246,8 @@ RANGES = {
     # data-efficient training (#10)
     (TrainConfig, "r1_weight"): NOT_NEGATIVE,
     (TrainConfig, "r1_every"): AT_LEAST_ONE,
+    # segmentation critic (#10)
+    (TrainConfig, "critic_warmup"): Range(0, 1, high_inclusive=False),
 }
 
 

@@ -11,6 +11,7 @@ from napari_medgan.core.data.io import read_volume, write_volume
 from napari_medgan.core.data.volume import Volume
 from napari_medgan.core.errors import ConfigError, DataError
 from napari_medgan.core.metrics import dice_per_label
+from napari_medgan.core.tasks.segmentation import critic_ramp, scaled_truth
 
 MARGIN = 0.15  # mean Dice over labels 1..2 the model must gain over the best constant guess
 
@@ -30,7 +31,8 @@ def segmenter(conditional_config, real_dir, tmp_path_factory):
 def test_training_reports_its_losses_and_a_label_preview(segmenter):
     out, events = segmenter
     steps = [e for e in events if e.kind == "step"]
-    assert all(set(e.losses) == {"loss_d", "loss_s", "dice_loss", "ce"} for e in steps)
+    # the critic is opt-in: by default no critic is trained, so there is no loss_d
+    assert all(set(e.losses) == {"loss_s", "dice_loss", "ce"} for e in steps)
     assert all(np.isfinite(v) for e in steps for v in e.losses.values())
     preview = steps[-1].preview.tensor
     assert preview.shape == (1, 16, 16, 16)
@@ -127,3 +129,63 @@ def test_resuming_keeps_the_classes_and_refuses_label_maps_with_more(
     config.data.labels = [str(tmp_path / "four.nii.gz")]
     with pytest.raises(ConfigError, match="segments 3 classes but these label maps hold 4"):
         list(api.train(config, tmp_path / "ckpt", resume=tmp_path / "ckpt"))
+
+
+def test_the_critic_term_is_off_during_the_warm_up_then_ramped_in():
+    ramp = [critic_ramp(step, 100, 0.25) for step in range(1, 101)]
+    assert ramp[:25] == [0.0] * 25  # steps 1..25: Dice + CE alone
+    assert ramp[37] == pytest.approx(13 / 25)  # step 38: halfway up
+    assert ramp[49:] == [1.0] * 51  # full weight from step 50
+    assert all(b >= a for a, b in zip(ramp, ramp[1:], strict=False))
+    assert critic_ramp(1, 100, 0.0) == 1.0  # no warm-up: the old behaviour
+
+
+def test_scaled_truth_leaves_the_critic_nothing_but_where_the_labels_are():
+    generator = torch.Generator().manual_seed(0)
+    classes = torch.randint(0, 3, (2, 4, 4, 4), generator=generator)
+    onehot = torch.nn.functional.one_hot(classes, 3).movedim(-1, 1).float()
+    probs = torch.randn(2, 3, 4, 4, 4, generator=generator).mul(3).softmax(1)
+    real = scaled_truth(onehot, probs)
+    torch.testing.assert_close(real.sum(1), torch.ones(2, 4, 4, 4))
+    assert torch.equal(real.argmax(1), classes)
+    p_true = (probs * onehot).sum(1)
+    assert torch.all((real * onehot).sum(1) >= torch.clamp(p_true, min=0.9) - 1e-6)
+    # where the segmenter is already right and sure, real and fake are the same map
+    sure = p_true >= 0.9
+    assert sure.any()
+    torch.testing.assert_close(real.movedim(1, -1)[sure], probs.movedim(1, -1)[sure])
+    # unlike one-hot truth, scaled truth is never exactly 0 where the segmenter isn't
+    assert (real > 0).all()
+
+
+def test_the_opt_in_critic_trains_and_its_term_waits_for_the_warm_up(
+    conditional_config, real_dir, tmp_path
+):
+    config = segmentation_config(conditional_config, steps=4)
+    assert config.train.segmentation_critic is False  # the default: no critic
+    config.train.segmentation_critic = True
+    config.train.critic_warmup = 0.5
+    steps = [e for e in api.train(config, tmp_path / "c") if e.kind == "step"]
+    assert all(set(e.losses) == {"loss_d", "loss_s", "dice_loss", "ce"} for e in steps)
+    # warm-up (steps 1, 2): the segmenter's loss is Dice + CE alone; then the critic's term
+    for e in steps[:2]:
+        assert e.losses["loss_s"] == pytest.approx(e.losses["dice_loss"] + e.losses["ce"])
+    assert steps[3].losses["loss_s"] > steps[3].losses["dice_loss"] + steps[3].losses["ce"]
+    card = json.loads((tmp_path / "c" / "card.json").read_text())
+    assert card["config"]["train"]["critic_real"] == "scaled"
+
+
+def test_a_checkpoint_from_before_the_critic_settings_still_applies(segmenter, real_dir, tmp_path):
+    import shutil
+
+    out, _ = segmenter
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    card = json.loads((old / "card.json").read_text())
+    for name in ("segmentation_critic", "critic_warmup", "critic_real"):
+        del card["config"]["train"][name]  # as a card written before issue #10 part 7
+    (old / "card.json").write_text(json.dumps(card))
+    model = api.load_model(old, expect_task="segmentation")
+    assert model.task.config.train.segmentation_critic is False
+    assert torch.equal(api.apply(old, real_dir / "t1_b.nii.gz").tensor,
+                       api.apply(out, real_dir / "t1_b.nii.gz").tensor)

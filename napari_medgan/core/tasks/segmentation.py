@@ -1,9 +1,13 @@
-"""``segmentation``: volume → label map (a U-Net segmenter sharpened by an adversarial critic).
+"""``segmentation``: volume → label map (a U-Net segmenter, optionally with an adversarial critic).
 
 The segmenter ``S`` gives class logits; it learns from soft Dice + cross-entropy against
-the true labels, and from a PatchGAN critic ``D`` that judges (image, label probabilities)
-pairs: real = (image, one-hot of the true labels), fake = (image, softmax of ``S``), so
-``S`` is pushed towards label maps whose shapes look like real ones (Luc et al., 2016).
+the true labels. With ``train.segmentation_critic`` a PatchGAN critic ``D`` also judges
+(image, label probabilities) pairs: real = (image, the true labels), fake = (image,
+softmax of ``S``), so ``S`` is pushed towards label maps whose shapes look like real ones
+(Luc et al., 2016). The critic is opt-in: at short budgets it cost Dice (bench/README.md).
+Against plain one-hot truth, D wins by softness alone (a softmax is never exactly 0 or 1)
+and pushes ``S`` to be confident rather than right; so by default the real labels are
+scaled to the segmenter's own confidence, and the term is ramped in after a warm-up.
 """
 
 from __future__ import annotations
@@ -21,9 +25,35 @@ from .base import NextBatch, Task
 from .conditional import adam, adversarial, critic_step, patchgan, unet
 
 DICE_SMOOTH = 1e-5
-# The critic tells one-hot truth from softmax output at once; at full weight its term
-# outweighed Dice + CE (held-out Dice 0.44-0.72 against 0.65-0.78 at this scale).
+# At full weight the critic's term outweighed Dice + CE (held-out Dice 0.44-0.72 against
+# 0.65-0.78 at this scale); train.adversarial_weight scales it further.
 ADVERSARIAL_SCALE = 0.1
+# Luc et al.'s floor on the true class's share in a scaled real label map
+SCALED_CONFIDENCE = 0.9
+
+
+def critic_ramp(step: int, steps: int, warmup: float) -> float:
+    """The critic term's factor at ``step`` (1-based) of ``steps``: 0 for the first ``warmup``
+    share of the steps, then rising linearly to 1 over the same share again, so Dice + CE
+    settle the label map before the critic shapes it."""
+    start = warmup * steps
+    if start == 0:
+        return 1.0
+    return min(1.0, max(0.0, (step - start) / start))
+
+
+def scaled_truth(onehot: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """True labels at the segmenter's own confidence (Luc et al., 2016, "scaling").
+
+    The true class gets ``max(0.9, p_true)``, the other classes share the rest in the
+    proportions ``S`` gives them; so real and fake maps differ in where the mass is,
+    not in how soft they are.
+    """
+    probs = probs.detach()
+    p_true = (probs * onehot).sum(1, keepdim=True)
+    top = p_true.clamp(min=SCALED_CONFIDENCE)
+    rest = (1 - top) / (1 - p_true).clamp_min(1e-6)
+    return onehot * top + (1 - onehot) * probs * rest
 
 
 def soft_dice_loss(probs: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
@@ -39,7 +69,8 @@ def soft_dice_loss(probs: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
 
 
 class SegmentationTask(Task):
-    """S maps image patches to class logits; D judges (image, label probabilities) pairs."""
+    """S maps image patches to class logits; D (trained only with the critic on) judges
+    (image, label probabilities) pairs."""
 
     name = "segmentation"
     needs = TaskNeeds(labels=True)
@@ -77,16 +108,21 @@ class SegmentationTask(Task):
             logits = self.nets["S"](image)
         logits = logits.float()
         probs = logits.softmax(1)
-        loss_d = critic_step(self, "D", torch.cat([image, onehot], 1),
-                             torch.cat([image, probs], 1))
         dice_loss = soft_dice_loss(probs, onehot)
         ce = F.cross_entropy(logits, classes)
-        critic_term = adversarial(self, "D", torch.cat([image, probs], 1))
-        loss_s = dice_loss + ce + ADVERSARIAL_SCALE * critic_term
+        loss_s = dice_loss + ce
+        losses = {}
+        train = self.config.train
+        if train.segmentation_critic:
+            real = scaled_truth(onehot, probs) if train.critic_real == "scaled" else onehot
+            fake = torch.cat([image, probs], 1)
+            losses["loss_d"] = critic_step(self, "D", torch.cat([image, real], 1), fake)
+            ramp = critic_ramp(step, train.steps, train.critic_warmup)
+            loss_s = loss_s + ADVERSARIAL_SCALE * ramp * adversarial(self, "D", fake)
         self.optimizers["S"].zero_grad(set_to_none=True)
         loss_s.backward()
         self.optimizers["S"].step()
-        return {"loss_d": loss_d, "loss_s": loss_s.detach(), "dice_loss": dice_loss.detach(),
+        return {**losses, "loss_s": loss_s.detach(), "dice_loss": dice_loss.detach(),
                 "ce": ce.detach()}
 
     @torch.no_grad()
