@@ -44,6 +44,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
     "R1 (weight 1)": {"train.r1_weight": 1.0},
     "residual G and D": {"model.g_residual": True, "model.d_residual": True},
+    "R1 (weight 0.1)": {"train.r1_weight": 0.1},
+    "R1 + diffaug translation+cutout": {"train.r1_weight": 1.0,
+                                        "train.diff_augment": ["translation", "cutout"]},
+    "R1, G width 16": {"train.r1_weight": 1.0, "model.g_channels": 16},
 }
 
 
