@@ -77,6 +77,7 @@ __all__ = [
     "save_config",
     "size_on_disk",
     "synthesize",
+    "synthesize_pairs",
     "task_inputs",
     "task_use",
     "train",
@@ -112,6 +113,11 @@ class Model:
     def patch_size(self) -> int:
         return self.card["patch_size"]
 
+    @property
+    def generates_labels(self) -> bool:
+        """Whether :func:`synthesize_pairs` gives label maps with the patches."""
+        return self.task.generates_labels
+
 
 @dataclass(frozen=True)
 class TaskInput:
@@ -132,6 +138,9 @@ def task_inputs(task: str) -> list[TaskInput]:
         inputs.append(TaskInput("target", True, "volumes of the other modality (unpaired)"))
     if needs.labels:
         inputs.append(TaskInput("labels", True, "one label map per volume"))
+    elif needs.optional_labels:
+        inputs.append(TaskInput("labels", False, "one label map per volume: new patches "
+                                                 "come with their label maps"))
     if needs.masks == "holes":
         inputs.append(TaskInput("mask", False, "holes to fill (random holes if none)"))
     else:
@@ -344,20 +353,46 @@ def _require_synthesis(model: Model) -> None:
 
 def synthesize(model: Model | str | Path, n: int = 4, seed: int = 0) -> list[Volume]:
     """``n`` new patches in the training data's intensity units and voxel spacing."""
+    return [image for image, _ in _synthesized(_as_model(model), n, seed, with_labels=False)]
+
+
+def synthesize_pairs(model: Model | str | Path, n: int = 4,
+                     seed: int = 0) -> list[tuple[Volume, Volume]]:
+    """``n`` new (patch, label map) pairs from a synthesis model trained with label maps.
+
+    The patches are those :func:`synthesize` gives for the same seed; each label map is
+    an integer volume of the training maps' label values (0/255 stays 0/255) with its
+    patch's shape and affine, named after the patch with ``_labels``.
+    """
     model = _as_model(model)
+    _require_synthesis(model)
+    if not model.generates_labels:
+        raise ConfigError(
+            f"Checkpoint {model.path} was trained without label maps, so it makes patches "
+            "only; use synthesize, or train with --labels to get image + label pairs."
+        )
+    return list(_synthesized(model, n, seed, with_labels=True))
+
+
+def _synthesized(model: Model, n: int, seed: int, *,
+                 with_labels: bool) -> Iterator[tuple[Volume, Volume | None]]:
+    """(patch, label map or None) pairs, drawn SYNTHESIS_BATCH at a time."""
     _require_synthesis(model)
     if n < 1:
         raise ConfigError(f"Asked for {n} volumes; ask for at least 1.")
     affine = patch_affine(model.card)
-    volumes = []
+    values = torch.tensor(model.task.label_values or [0])
+    dtype = _label_dtype(model.task.label_values or [0])
     for start in range(0, n, SYNTHESIS_BATCH):
         count = min(SYNTHESIS_BATCH, n - start)
-        patches = denormalize(model.normalization, model.task.sample(count, seed=seed + start))
-        volumes += [
-            Volume(p.cpu(), affine, name=f"synth_seed{seed}_{start + i:03d}")
-            for i, p in enumerate(patches)
-        ]
-    return volumes
+        patches, classes = model.task.sample_pairs(count, seed=seed + start)
+        patches = denormalize(model.normalization, patches)
+        for i, patch in enumerate(patches):
+            name = f"synth_seed{seed}_{start + i:03d}"
+            labels = None
+            if with_labels:
+                labels = Volume(values[classes[i].cpu()].to(dtype), affine, f"{name}_labels")
+            yield Volume(patch.cpu(), affine, name=name), labels
 
 
 def evaluate(
