@@ -103,6 +103,11 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--overlap", type=float, default=0.5, help="apply's patch overlap")
     evaluate.add_argument("--n", type=int, default=64, help="patches per set (default 64)")
     evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--tstr", action="store_true",
+                          help="synthesis with labels: train segmenters on synthetic / real "
+                               "pairs, Dice on --data with --labels")
+    evaluate.add_argument("--tstr-steps", type=int, metavar="STEPS",
+                          help="segmenter steps per training set (default 200)")
     evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
 
     info = commands.add_parser("info", help="print a checkpoint's card")
@@ -332,7 +337,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .core import api
 
     report = api.evaluate(args.checkpoint, args.data, target=args.target, labels=args.labels,
-                          mask=args.mask, n=args.n, seed=args.seed, overlap=args.overlap)
+                          mask=args.mask, n=args.n, seed=args.seed, overlap=args.overlap,
+                          tstr=args.tstr,
+                          **({"tstr_steps": args.tstr_steps} if args.tstr_steps else {}))
     if args.json:
         print(json.dumps(report, indent=2, allow_nan=False))
     else:

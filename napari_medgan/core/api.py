@@ -40,7 +40,7 @@ from .data.normalize import (
     for_volume,
     normalize,
 )
-from .data.pairs import check_same_grid, match_pairs
+from .data.pairs import check_label_map, check_same_grid, match_pairs
 from .data.patches import DevicePatchSampler
 from .data.samples import SAMPLE_NAMES, sample_volume, write_sample
 from .data.task_data import hole_mask
@@ -53,6 +53,7 @@ from .tasks.base import Task
 from .tasks.registry import available_tasks, get_task_class
 from .train import StopRequest, TrainEvent
 from .train import train as _train
+from .tstr import TSTR_STEPS, training_files
 
 __all__ = [
     "LOSSES",
@@ -407,19 +408,38 @@ def evaluate(
     overlap: float = 0.5,
     batch_size: int = 4,
     training: list[VolumeSource] | None = None,
+    tstr: bool = False,
+    tstr_steps: int = TSTR_STEPS,
 ) -> dict[str, Any]:
     """How good a model is on held-out volumes ``data``.
 
     Every volume may be a path or a :class:`Volume` already in memory.
     Synthesis: quality and privacy of synthetic patches (see :func:`evaluate_synthesis`;
     ``training``: the volumes it learnt from, when they are not files named on its card).
+    ``tstr``: a synthesis model trained with labels also answers whether its pairs
+    teach a segmenter (train on synthetic, test on real; see :mod:`.tstr`): ``data``
+    files with their ``labels``; ``n`` pairs per training set, ``tstr_steps`` steps each.
     Other tasks: each volume is applied whole and scored against its truth (``target``,
     ``labels`` or ``mask`` files, matched by name or order); the report has the mean
     of each metric and the per-volume values.
     """
     model = _as_model(model)
+    if tstr and tstr_steps < 1:
+        raise ConfigError(f"TSTR trains each segmenter for at least 1 step, got "
+                          f"tstr_steps={tstr_steps}; use --tstr-steps 1 or more (default "
+                          f"{TSTR_STEPS}).")
+    if tstr and not model.generates_labels:
+        raise ConfigError(f"TSTR needs a synthesis model trained with label maps (--labels); "
+                          f"{model.path} makes no label maps. Drop --tstr.")
     if model.task.can_synthesize:
-        return evaluate_synthesis(model, data, n=n, seed=seed, training=training)
+        held_out = _held_out_pairs(model, data, labels) if tstr else None
+        report = evaluate_synthesis(model, data, n=n, seed=seed, training=training)
+        if held_out:
+            from .tstr import tstr_report
+
+            report["tstr"] = json_safe(tstr_report(model, *held_out, n=n, steps=tstr_steps,
+                                                   seed=seed))
+        return report
     given = {"target": target, "labels": labels, "mask": mask}
     files = find_volume_files(data)
     truths: dict[str, list[Path]] = {}
@@ -444,6 +464,31 @@ def evaluate(
     mean = {k: float(np.mean([v[k] for v in per_volume])) for k in keys}
     return json_safe({"task": model.task_name, "n_volumes": len(files), "mean": mean,
                       "volumes": per_volume, "notes": []})
+
+
+def _held_out_pairs(model: Model, data: list[VolumeSource],
+                    labels: list[VolumeSource] | None) -> tuple[list[Volume], list[Volume]]:
+    """The held-out volumes and their label maps for TSTR, checked before any training."""
+    if not labels:
+        raise DataError("TSTR scores segmenters on the held-out volumes: give their label maps "
+                        "with --labels PATH ...")
+    training_files(model)  # refused now rather than after the synthesis evaluation
+    files = find_volume_files(data)
+    volumes, truths = [], []
+    for file, partner in zip(files, match_pairs(files, labels, "label map").partners,
+                             strict=True):
+        volume, truth = _read(model, file), _read(model, partner)
+        check_same_grid(truth, volume, partner, file, what="label map",
+                        advice="resample it onto the volume")
+        check_label_map(truth, str(partner))
+        unknown = sorted(set(truth.tensor.unique().long().tolist()) - set(model.task.label_values))
+        if unknown:
+            raise DataError(f"The label map {partner} holds label {unknown[0]}, but the model "
+                            f"draws only label values {model.task.label_values}; give label "
+                            "maps with the labels it was trained on.")
+        volumes.append(volume)
+        truths.append(truth)
+    return volumes, truths
 
 
 MIN_EVALUATION_PATCHES = 4  # the fewest the quality metrics can compare
