@@ -56,3 +56,10 @@ def test_an_existing_label_file_is_never_replaced_without_overwrite(paired, tmp_
 def test_info_names_the_classes_the_model_draws(paired, capsys):
     assert main(["info", str(paired)]) == 0
     assert "background = 0, class 1 = 1, class 2 = 2" in capsys.readouterr().out
+
+
+def test_evaluate_tstr_without_held_out_labels_is_one_line(paired, real_dir, capsys):
+    assert main(["evaluate", str(paired), "--data", str(real_dir / "t1_b.nii.gz"),
+                 "--tstr", "--n", "8"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--labels" in err, err
