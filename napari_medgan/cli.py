@@ -43,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--target", nargs="+", metavar="PATH",
                        help="translation: the paired targets; cycle: the unpaired B set")
-    train.add_argument("--labels", nargs="+", metavar="PATH", help="segmentation: label maps")
+    train.add_argument("--labels", nargs="+", metavar="PATH",
+                       help="segmentation: label maps; synthesis: draw image + label pairs")
     train.add_argument("--resample-pairs", action="store_true",
                        help="resample targets, labels and masks onto their volume's grid")
     train.add_argument("--patch", type=int, help="cubic patch size (power of two, default 32)")
@@ -104,6 +105,11 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--thorough", action="store_true",
                           help="synthesis: a slower, surer realism test (4x patches, 3x training)")
+    evaluate.add_argument("--tstr", action="store_true",
+                          help="synthesis with labels: train segmenters on synthetic / real "
+                               "pairs, Dice on --data with --labels")
+    evaluate.add_argument("--tstr-steps", type=int, metavar="STEPS",
+                          help="segmenter steps per training set (default 200)")
     evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
 
     info = commands.add_parser("info", help="print a checkpoint's card")
@@ -278,19 +284,28 @@ def _progress_bar(events) -> str:
 
 
 def _cmd_synthesize(args: argparse.Namespace) -> int:
+    """Each patch as ``synth_NNN``; a model trained with labels adds ``synth_NNN_labels``."""
     from .core import api
 
     out = Path(args.out)
-    patch = int(api.read_card(args.checkpoint)["patch_size"])
+    card = api.read_card(args.checkpoint)
+    patch, pairs = int(card["patch_size"]), bool(card.get("generates_labels"))
     api.check_output(out, kind="folder", inputs=[args.checkpoint],
-                     expected_bytes=args.n * 4 * patch**3)
-    targets = [out / f"synth_{i:03d}.{args.format}" for i in range(args.n)]
-    for target in targets:
+                     expected_bytes=args.n * (5 if pairs else 4) * patch**3)
+    names = [f"synth_{i:03d}" for i in range(args.n)]
+    targets = [[out / f"{name}.{args.format}"] for name in names]
+    if pairs:
+        for name, files in zip(names, targets, strict=True):
+            files.append(out / f"{name}_labels.{args.format}")
+    for target in (path for files in targets for path in files):
         api.check_output(target, kind="volume", overwrite=args.overwrite)
     model = api.load_model(args.checkpoint, device=args.device, expect_task=None)
-    for volume, target in zip(api.synthesize(model, args.n, args.seed), targets, strict=True):
-        api.write_volume(volume, target, overwrite=args.overwrite)
-        print(target)
+    made = api.synthesize_pairs(model, args.n, args.seed) if pairs else \
+        [(volume,) for volume in api.synthesize(model, args.n, args.seed)]
+    for volumes, files in zip(made, targets, strict=True):
+        for volume, target in zip(volumes, files, strict=True):
+            api.write_volume(volume, target, overwrite=args.overwrite)
+            print(target)
     return 0
 
 
@@ -331,7 +346,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     report = api.evaluate(args.checkpoint, args.data, target=args.target, labels=args.labels,
                           mask=args.mask, n=args.n, seed=args.seed, overlap=args.overlap,
-                          thorough=args.thorough)
+                          thorough=args.thorough, tstr=args.tstr,
+                          **({"tstr_steps": args.tstr_steps} if args.tstr_steps else {}))
     if args.json:
         print(json.dumps(report, indent=2, allow_nan=False))
     else:
@@ -383,6 +399,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "seed": card.get("seed"),
         "last losses": {k: v[-1] for k, v in card.get("loss_history", {}).items() if v},
     }
+    if card.get("generates_labels"):  # image + label pairs: which label value is which class
+        lines["draws labels"] = ", ".join(
+            f"{name} = {value}" for name, value in zip(card["class_names"],
+                                                       card["label_values"], strict=True))
     for key, value in lines.items():
         print(f"{key:<15} {value}")
     return 0

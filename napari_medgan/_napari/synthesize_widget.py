@@ -3,6 +3,8 @@
 Pick a checkpoint (its card is shown in plain words), a number of patches and a seed:
 the patches appear as Image layers named after the checkpoint and seed, with the
 training data's voxel spacing and intensity units, side by side in the current view.
+A model trained with label maps adds each patch's label map as a Labels layer on the
+patch's grid.
 **Check quality** compares synthetic with held-out real patches (layers or files) in a
 worker and explains each number, the memorisation flag first.
 """
@@ -35,10 +37,16 @@ _UNITS = {"ct": "HU", "mr": "MR signal (arbitrary units)"}
 _LAYER_PREFIX = "layer:"
 
 
-def make_patches(checkpoint: Path, n: int, seed: int, device: str, *, stop) -> list[api.Volume]:
-    """In the worker: ``n`` patches, or none if Cancel came while the model loaded."""
+def make_patches(checkpoint: Path, n: int, seed: int, device: str, *,
+                 stop) -> list[tuple[api.Volume, api.Volume | None]]:
+    """In the worker: ``n`` (patch, label map or None) pairs, or none if Cancel came while
+    the model loaded."""
     model = api.load_model(checkpoint, device=device)
-    return [] if stop() else api.synthesize(model, n=n, seed=seed)
+    if stop():
+        return []
+    if model.generates_labels:
+        return api.synthesize_pairs(model, n=n, seed=seed)
+    return [(volume, None) for volume in api.synthesize(model, n=n, seed=seed)]
 
 
 def evaluate_model(checkpoint: Path, held_out: list, training: list | None, n: int, seed: int,
@@ -144,6 +152,10 @@ class SynthesizeWidget(ModelWidget):
         elif card is not None:
             units = _UNITS.get(card.get("modality", ""), "the training data's units")
             hint = f"Patches come in {units}, at the training data's voxel spacing."
+            if card.get("generates_labels"):
+                classes = ", ".join(f"{name} = {value}" for name, value in
+                                    zip(card["class_names"], card["label_values"], strict=True))
+                hint += f" Each comes with its label map ({classes})."
         self.hint.setText(hint)
         self.set_idle(True)
 
@@ -198,18 +210,25 @@ class SynthesizeWidget(ModelWidget):
         return [layer_to_volume(layer) for layer in layers] or None
 
     def _add_patches(self, checkpoint: Path, seed: int, units: str,
-                     volumes: list[api.Volume]) -> None:
-        if not volumes:
+                     pairs: list[tuple[api.Volume, api.Volume | None]]) -> None:
+        if not pairs:
             self.panel.end("cancelled: nothing was added")
             return
         dims = self.viewer.dims
         in_view = dims.ndim == 3
-        placed = placed_in_a_row(volumes, axis=dims.displayed[-1] if in_view else 2,
+        placed = placed_in_a_row([image for image, _ in pairs],
+                                 axis=dims.displayed[-1] if in_view else 2,
                                  centre=dims.point if in_view else None)
-        for index, volume in enumerate(placed):
+        metadata = {"checkpoint": str(checkpoint), "seed": seed}
+        for index, (volume, (_, labels)) in enumerate(zip(placed, pairs, strict=True)):
             name = f"{checkpoint.name} seed {seed} #{index}"
             data, kwargs, kind = volume_to_layer_data(
-                volume, name=name, metadata={"checkpoint": str(checkpoint), "seed": seed,
-                                             "intensity_units": units})
+                volume, name=name, metadata={**metadata, "intensity_units": units})
             self.viewer.add_layer(Layer.create(data, kwargs, kind))
-        self.done(f"added {len(placed)} patch(es) in {units or 'the data units'}")
+            if labels is not None:  # on its patch's grid, wherever the patch was placed
+                on_patch = api.Volume(labels.tensor, volume.affine, labels.name)
+                data, kwargs, kind = volume_to_layer_data(
+                    on_patch, layer_type="labels", name=f"{name} labels", metadata=metadata)
+                self.viewer.add_layer(Layer.create(data, kwargs, kind))
+        with_labels = " with label maps" if pairs[0][1] is not None else ""
+        self.done(f"added {len(placed)} patch(es){with_labels} in {units or 'the data units'}")

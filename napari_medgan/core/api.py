@@ -40,7 +40,7 @@ from .data.normalize import (
     for_volume,
     normalize,
 )
-from .data.pairs import check_same_grid, match_pairs
+from .data.pairs import check_label_map, check_same_grid, match_pairs
 from .data.patches import DevicePatchSampler
 from .data.samples import SAMPLE_NAMES, sample_volume, write_sample
 from .data.task_data import hole_mask
@@ -53,6 +53,7 @@ from .tasks.base import Task
 from .tasks.registry import available_tasks, get_task_class
 from .train import StopRequest, TrainEvent
 from .train import train as _train
+from .tstr import TSTR_STEPS, training_files
 
 __all__ = [
     "LOSSES",
@@ -77,6 +78,7 @@ __all__ = [
     "save_config",
     "size_on_disk",
     "synthesize",
+    "synthesize_pairs",
     "task_inputs",
     "task_use",
     "train",
@@ -112,6 +114,11 @@ class Model:
     def patch_size(self) -> int:
         return self.card["patch_size"]
 
+    @property
+    def generates_labels(self) -> bool:
+        """Whether :func:`synthesize_pairs` gives label maps with the patches."""
+        return self.task.generates_labels
+
 
 @dataclass(frozen=True)
 class TaskInput:
@@ -132,6 +139,9 @@ def task_inputs(task: str) -> list[TaskInput]:
         inputs.append(TaskInput("target", True, "volumes of the other modality (unpaired)"))
     if needs.labels:
         inputs.append(TaskInput("labels", True, "one label map per volume"))
+    elif needs.optional_labels:
+        inputs.append(TaskInput("labels", False, "one label map per volume: new patches "
+                                                 "come with their label maps"))
     if needs.masks == "holes":
         inputs.append(TaskInput("mask", False, "holes to fill (random holes if none)"))
     else:
@@ -344,20 +354,46 @@ def _require_synthesis(model: Model) -> None:
 
 def synthesize(model: Model | str | Path, n: int = 4, seed: int = 0) -> list[Volume]:
     """``n`` new patches in the training data's intensity units and voxel spacing."""
+    return [image for image, _ in _synthesized(_as_model(model), n, seed, with_labels=False)]
+
+
+def synthesize_pairs(model: Model | str | Path, n: int = 4,
+                     seed: int = 0) -> list[tuple[Volume, Volume]]:
+    """``n`` new (patch, label map) pairs from a synthesis model trained with label maps.
+
+    The patches are those :func:`synthesize` gives for the same seed; each label map is
+    an integer volume of the training maps' label values (0/255 stays 0/255) with its
+    patch's shape and affine, named after the patch with ``_labels``.
+    """
     model = _as_model(model)
+    _require_synthesis(model)
+    if not model.generates_labels:
+        raise ConfigError(
+            f"Checkpoint {model.path} was trained without label maps, so it makes patches "
+            "only; use synthesize, or train with --labels to get image + label pairs."
+        )
+    return list(_synthesized(model, n, seed, with_labels=True))
+
+
+def _synthesized(model: Model, n: int, seed: int, *,
+                 with_labels: bool) -> Iterator[tuple[Volume, Volume | None]]:
+    """(patch, label map or None) pairs, drawn SYNTHESIS_BATCH at a time."""
     _require_synthesis(model)
     if n < 1:
         raise ConfigError(f"Asked for {n} volumes; ask for at least 1.")
     affine = patch_affine(model.card)
-    volumes = []
+    values = torch.tensor(model.task.label_values or [0])
+    dtype = _label_dtype(model.task.label_values or [0])
     for start in range(0, n, SYNTHESIS_BATCH):
         count = min(SYNTHESIS_BATCH, n - start)
-        patches = denormalize(model.normalization, model.task.sample(count, seed=seed + start))
-        volumes += [
-            Volume(p.cpu(), affine, name=f"synth_seed{seed}_{start + i:03d}")
-            for i, p in enumerate(patches)
-        ]
-    return volumes
+        patches, classes = model.task.sample_pairs(count, seed=seed + start)
+        patches = denormalize(model.normalization, patches)
+        for i, patch in enumerate(patches):
+            name = f"synth_seed{seed}_{start + i:03d}"
+            labels = None
+            if with_labels:
+                labels = Volume(values[classes[i].cpu()].to(dtype), affine, f"{name}_labels")
+            yield Volume(patch.cpu(), affine, name=name), labels
 
 
 def evaluate(
@@ -373,6 +409,8 @@ def evaluate(
     batch_size: int = 4,
     training: list[VolumeSource] | None = None,
     thorough: bool = False,
+    tstr: bool = False,
+    tstr_steps: int = TSTR_STEPS,
 ) -> dict[str, Any]:
     """How good a model is on held-out volumes ``data``.
 
@@ -380,14 +418,31 @@ def evaluate(
     Synthesis: quality and privacy of synthetic patches (see :func:`evaluate_synthesis`;
     ``training``: the volumes it learnt from, when they are not files named on its card;
     ``thorough``: a slower, surer realism test).
+    ``tstr``: a synthesis model trained with labels also answers whether its pairs
+    teach a segmenter (train on synthetic, test on real; see :mod:`.tstr`): ``data``
+    files with their ``labels``; ``n`` pairs per training set, ``tstr_steps`` steps each.
     Other tasks: each volume is applied whole and scored against its truth (``target``,
     ``labels`` or ``mask`` files, matched by name or order); the report has the mean
     of each metric and the per-volume values.
     """
     model = _as_model(model)
+    if tstr and tstr_steps < 1:
+        raise ConfigError(f"TSTR trains each segmenter for at least 1 step, got "
+                          f"tstr_steps={tstr_steps}; use --tstr-steps 1 or more (default "
+                          f"{TSTR_STEPS}).")
+    if tstr and not model.generates_labels:
+        raise ConfigError(f"TSTR needs a synthesis model trained with label maps (--labels); "
+                          f"{model.path} makes no label maps. Drop --tstr.")
     if model.task.can_synthesize:
-        return evaluate_synthesis(model, data, n=n, seed=seed, training=training,
-                                  thorough=thorough)
+        held_out = _held_out_pairs(model, data, labels) if tstr else None
+        report = evaluate_synthesis(model, data, n=n, seed=seed, training=training,
+                                    thorough=thorough)
+        if held_out:
+            from .tstr import tstr_report
+
+            report["tstr"] = json_safe(tstr_report(model, *held_out, n=n, steps=tstr_steps,
+                                                   seed=seed))
+        return report
     given = {"target": target, "labels": labels, "mask": mask}
     files = find_volume_files(data)
     truths: dict[str, list[Path]] = {}
@@ -412,6 +467,31 @@ def evaluate(
     mean = {k: float(np.mean([v[k] for v in per_volume])) for k in keys}
     return json_safe({"task": model.task_name, "n_volumes": len(files), "mean": mean,
                       "volumes": per_volume, "notes": []})
+
+
+def _held_out_pairs(model: Model, data: list[VolumeSource],
+                    labels: list[VolumeSource] | None) -> tuple[list[Volume], list[Volume]]:
+    """The held-out volumes and their label maps for TSTR, checked before any training."""
+    if not labels:
+        raise DataError("TSTR scores segmenters on the held-out volumes: give their label maps "
+                        "with --labels PATH ...")
+    training_files(model)  # refused now rather than after the synthesis evaluation
+    files = find_volume_files(data)
+    volumes, truths = [], []
+    for file, partner in zip(files, match_pairs(files, labels, "label map").partners,
+                             strict=True):
+        volume, truth = _read(model, file), _read(model, partner)
+        check_same_grid(truth, volume, partner, file, what="label map",
+                        advice="resample it onto the volume")
+        check_label_map(truth, str(partner))
+        unknown = sorted(set(truth.tensor.unique().long().tolist()) - set(model.task.label_values))
+        if unknown:
+            raise DataError(f"The label map {partner} holds label {unknown[0]}, but the model "
+                            f"draws only label values {model.task.label_values}; give label "
+                            "maps with the labels it was trained on.")
+        volumes.append(volume)
+        truths.append(truth)
+    return volumes, truths
 
 
 MIN_EVALUATION_PATCHES = 4  # the fewest the quality metrics can compare

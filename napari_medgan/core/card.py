@@ -65,6 +65,9 @@ class Card(_Head, total=False):
     data: DataSummary
     seed: int
     loss_history: dict[str, list[float]]
+    # image + label pairs (#10): a synthesis model that draws label maps with its patches
+    generates_labels: bool
+    class_names: list[str]
 
 
 #: what a card needs for its model to be loaded (api.load_model)
@@ -138,6 +141,14 @@ def _check_consistency(card: dict[str, Any], config: Config) -> None:
             f"label_values {values} must be {card.get('num_classes', 'the')} different label "
             "values in increasing order, one per class (num_classes)."
         )
+    if card.get("generates_labels") and (card["task"] != "synthesis"
+                                         or card.get("num_classes", 0) < 2):
+        raise SchemaViolation("generates_labels is true, but only a synthesis model with "
+                              "num_classes of at least 2 draws label maps.")
+    names = card.get("class_names")
+    if names is not None and len(names) != card.get("num_classes", 0):
+        raise SchemaViolation(f"class_names has {len(names)} names but num_classes is "
+                              f"{card.get('num_classes', 0)}; give one name per class.")
     if "direction" in card and abs(np.linalg.det(np.asarray(card["direction"]))) < 1e-6:
         raise SchemaViolation("direction is not an invertible 3×3 matrix of axis directions.")
     for role, record in card.get("normalizations", {}).items():

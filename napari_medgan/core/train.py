@@ -109,7 +109,7 @@ def train(
         known = resumed.card.get("label_values", list(range(resumed.card.get("num_classes", 0))))
         if data.label_values != known:
             raise ConfigError(
-                f"Can't resume {resume}: its model segments {len(known)} classes but these label "
+                f"Can't resume {resume}: its model knows {len(known)} classes but these label "
                 f"maps hold {data.num_classes} (label values {known} against "
                 f"{data.label_values}); train a new model for these labels."
             )
@@ -193,7 +193,7 @@ def _load_resume(config: Config, resume: str | Path):
 
 
 def _card(config: Config, task: Task, data: TaskData) -> dict[str, Any]:
-    return {
+    card = {
         "format_version": 1,
         "task": config.task,
         "package": "napari-medgan",
@@ -211,6 +211,14 @@ def _card(config: Config, task: Task, data: TaskData) -> dict[str, Any]:
         "seed": config.train.seed,
         "config": config.to_dict(),
     }
+    if task.generates_labels:  # image + label pairs (#10)
+        card.update(generates_labels=True, class_names=class_names(task.num_classes))
+    return card
+
+
+def class_names(num_classes: int) -> list[str]:
+    """Names of the classes, for a card: label files carry none, so ``class k`` by number."""
+    return ["background", *(f"class {k}" for k in range(1, num_classes))]
 
 
 class _Run:

@@ -84,7 +84,8 @@ class MedGANParameterNode:
     task - what to train (the task of a checkpoint is on its card).
     inputVolume - the volume to apply a model to, and to train on.
     targetVolume - translation / cycle: the paired target or a B-modality volume.
-    labelsNode - segmentation: the label map or segmentation of the input.
+    labelsNode - segmentation: the label map or segmentation of the input; synthesis: optional,
+        its labels, so new patches come with label maps.
     maskVolume - inpainting: the region to fill (apply) or the holes (training).
     outputNode - an existing node to overwrite; none: a new node.
     referenceVolume - synthesized patches are centred on it.

@@ -127,7 +127,7 @@ def test_resuming_keeps_the_classes_and_refuses_label_maps_with_more(
     write_volume(Volume(extra.to(torch.uint8), labels.affine, "four"), tmp_path / "four.nii.gz")
     config = segmentation_config(conditional_config, steps=3)
     config.data.labels = [str(tmp_path / "four.nii.gz")]
-    with pytest.raises(ConfigError, match="segments 3 classes but these label maps hold 4"):
+    with pytest.raises(ConfigError, match="knows 3 classes but these label maps hold 4"):
         list(api.train(config, tmp_path / "ckpt", resume=tmp_path / "ckpt"))
 
 

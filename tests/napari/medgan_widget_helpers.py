@@ -13,6 +13,7 @@ _TRAINED: dict[tuple[str, Path], Path] = {}
 #: checkpoint each task can use (anomaly: past its GAN phase, so its encoder is trained).
 _RECIPES = {
     "synthesis": ({}, {"steps": 2}),
+    "synthesis_pairs": ({"labels": ["labels_a.nii.gz"]}, {"steps": 2}),  # image + label pairs
     "translation": ({"targets": ["gm_a.nii.gz"]}, {"steps": 2}),
     "cycle": ({"targets": ["gm_a.nii.gz"], "target_modality": "mr"},
               {"steps": 1, "identity_weight": 0.0}),
@@ -28,7 +29,7 @@ def tiny_checkpoint(task: str, real_dir: Path, out: Path) -> Path:
     if key not in _TRAINED:
         data, train = _RECIPES[task]
         config = api.Config()
-        config.task = task
+        config.task = task.removesuffix("_pairs")
         config.data.paths = [str(real_dir / "t1_a.nii.gz")]
         for name, value in data.items():
             files = name in ("targets", "labels")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from medgan_widget_helpers import Notifications, docked, tiny_checkpoint
-from napari.layers import Image
+from napari.layers import Image, Labels
 from qtpy.QtCore import Qt
 
 from napari_medgan._napari.convert import layer_to_volume
@@ -63,6 +63,38 @@ def test_generated_patches_are_layers_named_after_checkpoint_and_seed_side_by_si
     middle = viewer.layers[names[1]]
     centre = middle.data_to_world(np.array(middle.data.shape) / 2 - 0.5)
     np.testing.assert_allclose(np.delete(centre, axis), np.delete(point, axis), atol=1.0)
+
+
+def test_a_labelled_model_adds_each_patch_with_its_labels_layer_on_the_same_grid(
+        qtbot, viewer_and_widget, models):
+    viewer, widget = viewer_and_widget
+    checkpoint = models("synthesis_pairs")
+    widget.checkpoint.set_path(checkpoint)
+    assert "label map (background = 0, class 1 = 1, class 2 = 2)" in widget.hint.text()
+    widget.count.setValue(2)
+    widget.seed.setValue(3)
+    _press(qtbot, widget, widget.generate_button)
+    stem = f"{checkpoint.name} seed 3"
+    assert [layer.name for layer in viewer.layers] == [
+        f"{stem} #0", f"{stem} #0 labels", f"{stem} #1", f"{stem} #1 labels"]
+    expected = api.synthesize_pairs(checkpoint, n=2, seed=3)
+    for index, (image, labels) in enumerate(expected):
+        image_layer = viewer.layers[f"{stem} #{index}"]
+        labels_layer = viewer.layers[f"{stem} #{index} labels"]
+        assert isinstance(image_layer, Image) and isinstance(labels_layer, Labels)
+        assert np.issubdtype(labels_layer.data.dtype, np.integer)
+        assert labels_layer.data.shape == image_layer.data.shape == (16, 16, 16)
+        np.testing.assert_array_equal(labels_layer.affine.affine_matrix,
+                                      image_layer.affine.affine_matrix)
+        np.testing.assert_allclose(labels_layer.scale, image_layer.scale)
+        np.testing.assert_allclose(labels_layer.translate, image_layer.translate)
+        back = layer_to_volume(labels_layer)
+        assert torch.equal(back.tensor.long(), labels.tensor.long())  # the label values
+        np.testing.assert_allclose(back.affine, layer_to_volume(image_layer).affine)
+        assert torch.equal(layer_to_volume(image_layer).tensor, image.tensor)
+    assert set(np.unique(viewer.layers[f"{stem} #0 labels"].data).tolist()) <= {0, 1, 2}
+    assert viewer.layers[f"{stem} #0"].translate[viewer.dims.displayed[-1]] != \
+        viewer.layers[f"{stem} #1"].translate[viewer.dims.displayed[-1]]  # side by side
 
 
 def test_a_model_of_another_task_points_to_the_apply_widget(viewer_and_widget, models):

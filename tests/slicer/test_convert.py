@@ -71,7 +71,7 @@ def test_labels_become_one_segment_per_label_on_the_input_geometry(scene, real_d
     volume = volume_from_node(labels, "labels")
     volume = api.Volume(volume.tensor.to(torch.uint8), volume.affine, "labels")
     before = scene.GetNumberOfNodes()
-    node = segmentation_from_labels(volume, reference, num_classes=4, name="tissue", scene=scene)
+    node = segmentation_from_labels(volume, reference, [0, 1, 2, 3], "tissue", scene=scene)
     segmentation = node.GetSegmentation()
     segments = [segmentation.GetNthSegment(i) for i in range(segmentation.GetNumberOfSegments())]
     # labels 1 and 2 are in the map, 3 is not: still a segment, empty

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import slicer
 import torch
-from MedGANLib.convert import ijk_to_ras
-from MedGANLib.logic import MedGANLogic
+from MedGANLib.convert import ijk_to_ras, write_node_file
+from MedGANLib.logic import LABELS_REFERENCE, MedGANLogic
 
 from napari_medgan.core import api
 
+from .conftest import _tiny_model
 from .mrml import OBLIQUE, load_node
 
 APPLIED = ["translation", "cycle", "inpainting", "segmentation", "anomaly"]
@@ -34,6 +35,56 @@ def test_synthesize_puts_n_nodes_with_the_cards_spacing_in_the_scene(scene, chec
     array = slicer.util.arrayFromVolume(nodes[0])
     np.testing.assert_allclose(array, core.tensor[0].numpy().transpose(2, 1, 0), atol=1e-5)
     assert not np.allclose(array, slicer.util.arrayFromVolume(nodes[1]))
+
+
+@pytest.fixture(scope="module")
+def pairs_checkpoint(real_dir, tmp_path_factory):
+    """A tiny synthesis model of t1_a with a 0/255 tissue mask: it draws image + label pairs."""
+    folder = tmp_path_factory.mktemp("pairs")
+    labels = api.read_volume(real_dir / "labels_a.nii.gz")
+    mask = api.Volume((labels.tensor > 0).to(torch.uint8) * 255, labels.affine, "t1_a_mask")
+    api.write_volume(mask, folder / "t1_a_mask.nii.gz")
+    config = _tiny_model(api.Config())
+    config.data.paths = [str(real_dir / "t1_a.nii.gz")]
+    config.data.labels = [str(folder / "t1_a_mask.nii.gz")]
+    config.train.steps = 4
+    assert list(api.train(config, folder / "ckpt"))[-1].kind == "done"
+    return str(folder / "ckpt")
+
+
+def test_a_labelled_model_adds_a_segmentation_on_each_patchs_geometry(
+        scene, pairs_checkpoint, tmp_path):
+    nodes = MedGANLogic().synthesize(pairs_checkpoint, n=2, seed=4,
+                                     center_ras=(5.0, 6.0, 7.0))
+    assert len(nodes) == 2
+    pairs = api.synthesize_pairs(pairs_checkpoint, n=2, seed=4)
+    for node, (image, labels) in zip(nodes, pairs, strict=True):
+        segmentation = node.GetNodeReference(LABELS_REFERENCE)
+        assert segmentation.IsA("vtkMRMLSegmentationNode") and scene.IsNodePresent(segmentation)
+        assert segmentation.GetName() == f"{node.GetName()} labels"
+        assert segmentation.GetAttribute("MedGAN.task") == "synthesis"
+        segments = segmentation.GetSegmentation()
+        found = [segments.GetNthSegment(i) for i in range(segments.GetNumberOfSegments())]
+        assert [(s.GetName(), s.GetLabelValue()) for s in found] == [("class 1", 255)]
+        np.testing.assert_allclose(slicer.util.arrayFromVolume(node),
+                                   image.tensor[0].numpy().transpose(2, 1, 0), atol=1e-5)
+        # exported on the patch's grid (as segment numbers): the core's label map, voxel
+        # for voxel, where the segment's label value (255) says which value it stands for
+        path = write_node_file(segmentation, str(tmp_path / f"{node.GetName()}.nrrd"),
+                               reference=node)
+        back = api.read_volume(path)
+        np.testing.assert_allclose(back.affine, ijk_to_ras(node), atol=1e-6)
+        assert set(labels.tensor.unique().tolist()) <= {0, 255}
+        assert torch.equal(back.tensor > 0, labels.tensor == 255)
+        assert 0 < int((labels.tensor == 255).sum()) < labels.tensor.numel()
+    # no stray label map nodes are left behind: 2 volumes + 2 segmentations (+ displays)
+    assert scene.GetNodesByClass("vtkMRMLLabelMapVolumeNode").GetNumberOfItems() == 0
+
+
+def test_a_model_without_labels_adds_no_segmentation(scene, checkpoints):
+    (node,) = MedGANLogic().synthesize(checkpoints["synthesis"], n=1)
+    assert node.GetNodeReference(LABELS_REFERENCE) is None
+    assert scene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() == 0
 
 
 @pytest.fixture

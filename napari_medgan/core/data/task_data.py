@@ -34,6 +34,8 @@ class TaskNeeds:
     target: str | None = None  # "paired" (same grid as each volume) or "unpaired" (a set)
     labels: bool = False  # one label map per volume
     masks: str = "sampling"  # what --mask gives: the "sampling" region, or "holes" to fill
+    # image + label pairs (#10): label maps may be given, and are then learnt too
+    optional_labels: bool = False
 
 
 @dataclass
@@ -95,15 +97,16 @@ def load_task_data(config: Config, needs: TaskNeeds,
         affines["target"] = [v.affine for v in targets.volumes]
         summary["target_files"] = targets.summary["files"]
     values: list[int] = []
-    if needs.labels:
+    with_labels = needs.labels or (needs.optional_labels and bool(given["labels"]))
+    if with_labels:
         if not given["labels"]:
             raise DataError(f"The {config.task} task needs label maps: give --labels PATH ...")
         label_maps = partners(given["labels"], "label map", "label_files", check_label_map,
                               nearest=True)
         for volume, path in zip(label_maps, summary["label_files"], strict=True):
             if not bool((volume.tensor > 0).any()):
-                raise DataError(f"The label map {path} is empty (only background); a "
-                                "segmenter needs labelled voxels to learn from.")
+                raise DataError(f"The label map {path} is empty (only background); give "
+                                "label maps with labelled voxels (1, 2, ...) to learn from.")
         values = label_values(label_maps)
         raw["labels"] = [to_classes(v.tensor, values) for v in label_maps]
     if needs.masks == "holes" and given["mask"]:
@@ -120,7 +123,7 @@ def load_task_data(config: Config, needs: TaskNeeds,
     roles = {role: [normalize(normalizations[role], t) for t in tensors]
              if role in normalizations else tensors for role, tensors in raw.items()}
     sampling_masks, mask_share = images.masks, 1.0
-    if needs.labels:  # patches centred on labelled voxels, so small structures are seen,
+    if with_labels:  # patches centred on labelled voxels, so small structures are seen,
         sampling_masks = [labels > 0 for labels in raw["labels"]]  # and others anywhere,
         mask_share = d.label_share  # so background far from any label is seen too
     elif "mask" in raw:  # patches centred on holes

@@ -63,6 +63,9 @@ def init_dcgan_weights(module: nn.Module) -> None:
 class DCGANGenerator3D(nn.Module):
     """Noise ``(B, latent_dim)`` → patch ``(B, out_channels, p, p, p)`` in [-1, 1].
 
+    ``label_channels`` > 0 adds that many channels after the image's: class
+    probabilities (a softmax over them), so one net draws an image with its label map.
+
     ``upsample="resize"`` doubles resolution by nearest interpolation and a 3³
     convolution instead of a transposed convolution, which avoids checkerboard
     artefacts (Odena et al., 2016).
@@ -77,9 +80,11 @@ class DCGANGenerator3D(nn.Module):
         max_channels: int = 256,
         upsample: str = "transpose",
         residual: bool = False,
+        label_channels: int = 0,
     ) -> None:
         super().__init__()
         self.latent_dim = latent_dim
+        self.label_channels = label_channels
         widths = _level_widths(patch_size, channels, max_channels)
 
         def residual_block(width: int, side: int) -> list[nn.Module]:
@@ -105,12 +110,18 @@ class DCGANGenerator3D(nn.Module):
             blocks += [*up, nn.BatchNorm3d(cout), nn.ReLU(inplace=True),
                        *residual_block(cout, 4 * 2 ** (level + 1))]
         self.upsample = nn.Sequential(*blocks)
-        self.head = nn.Sequential(nn.Conv3d(widths[-1], out_channels, 3, padding=1), nn.Tanh())
+        self.head = nn.Sequential(
+            nn.Conv3d(widths[-1], out_channels + label_channels, 3, padding=1), nn.Tanh()
+        )
         self.apply(init_dcgan_weights)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.project(z.view(z.shape[0], self.latent_dim, 1, 1, 1))
-        return self.head(self.upsample(x))
+        x = self.upsample(self.project(z.view(z.shape[0], self.latent_dim, 1, 1, 1)))
+        if not self.label_channels:
+            return self.head(x)
+        raw = self.head[0](x)
+        image, logits = raw.split([raw.shape[1] - self.label_channels, self.label_channels], 1)
+        return torch.cat([self.head[1](image), logits.softmax(1)], 1)
 
 
 class DCGANDiscriminator3D(nn.Module):

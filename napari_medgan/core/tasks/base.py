@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..augment import diff_augment
@@ -76,6 +77,18 @@ class Task:
         return (
             batch.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else batch
         )
+
+    @property
+    def generates_labels(self) -> bool:
+        """Whether :meth:`sample_pairs` draws label maps with the patches (image + label pairs)."""
+        return self.can_synthesize and self.num_classes > 0
+
+    def class_onehot(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, 1, ...)`` float class indices (label patches) → class indices ``(B, ...)``
+        and their one-hot ``(B, K, ...)``, in the nets' memory layout."""
+        classes = labels[:, 0].round().long().clamp_(0, self.num_classes - 1)
+        onehot = F.one_hot(classes, self.num_classes).movedim(-1, 1).float()
+        return classes, self.to_layout(onehot)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.use_amp:

@@ -93,16 +93,10 @@ class SegmentationTask(Task):
         self.optimizers = {"S": adam(self, "S", config.train.lr_g),
                            "D": adam(self, "D", config.train.lr_d)}
 
-    def _onehot(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B, 1, ...)`` float labels → class indices ``(B, ...)`` and one-hot ``(B, K, ...)``."""
-        classes = labels[:, 0].round().long().clamp_(0, self.num_classes - 1)
-        onehot = F.one_hot(classes, self.num_classes).movedim(-1, 1).float()
-        return classes, self.to_layout(onehot)
-
     def train_step(self, next_batch: NextBatch, step: int) -> dict[str, torch.Tensor]:
         batch = next_batch()
         image = self.to_layout(batch["image"])
-        classes, onehot = self._onehot(batch["labels"])
+        classes, onehot = self.class_onehot(batch["labels"])
         self.keep_for_preview(image=image)
         with self.autocast():
             logits = self.nets["S"](image)

@@ -1,4 +1,10 @@
-"""``synthesis``: noise → realistic 3D patches (DCGAN-3D; WGAN-GP with ``loss: wgan-gp``)."""
+"""``synthesis``: noise → realistic 3D patches (DCGAN-3D; WGAN-GP with ``loss: wgan-gp``).
+
+Trained with label maps, G draws each patch with its label map (image + label pairs for
+augmentation): its output has the image channels and then one class-probability channel
+per class, and D judges images with their labels (real: the one-hot of the true labels),
+so it learns which anatomy goes with which labels.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import copy
 import torch
 
 from ..config import Config
+from ..data.task_data import TaskNeeds
 from ..losses import discriminator_loss, generator_loss, gradient_penalty
 from ..nets.dcgan import DCGANDiscriminator3D, DCGANGenerator3D
 from ..nets.ema import recalibrate_batchnorm, update_ema
@@ -20,6 +27,7 @@ class SynthesisTask(Task):
     """G draws patches from noise, D tells them from real patches; ``G_ema`` synthesizes."""
 
     name = "synthesis"
+    needs = TaskNeeds(optional_labels=True)
     can_synthesize = True
 
     def __init__(self, config: Config, device: torch.device, channels: int = 1,
@@ -28,14 +36,14 @@ class SynthesisTask(Task):
         m, t = config.model, config.train
         generator = DCGANGenerator3D(
             m.latent_dim, channels, m.patch_size, m.g_channels, m.max_channels, m.upsample,
-            m.g_residual,
+            m.g_residual, label_channels=num_classes,
         )
         self.nets = {
             "G": generator,
             "G_ema": copy.deepcopy(generator).requires_grad_(False),
             "D": DCGANDiscriminator3D(
-                channels, m.patch_size, m.d_channels, m.max_channels, m.spectral_norm,
-                config.d_norm, m.d_residual,
+                channels + num_classes, m.patch_size, m.d_channels, m.max_channels,
+                m.spectral_norm, config.d_norm, m.d_residual,
             ),
         }
         self.finish_setup()
@@ -59,7 +67,7 @@ class SynthesisTask(Task):
         G, D = self.nets["G"], self.nets["D"]
         kind = self.config.loss
         for critic_step in range(self.n_critic):
-            real = self.to_layout(next_batch()["image"])
+            real = self.real_batch(next_batch())
             with torch.no_grad(), self.autocast():
                 fake = G(self.noise(real.shape[0]))
             real, fake = self.augment(real), self.augment(fake)  # D sees both augmented
@@ -80,12 +88,29 @@ class SynthesisTask(Task):
         update_ema(self.nets["G_ema"], G, self.config.train.ema_decay, step)
         return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach()}
 
+    def real_batch(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """What D sees of real data: the image patches, and the one-hot of their labels."""
+        image = self.to_layout(batch["image"])
+        if not self.generates_labels:
+            return image
+        return torch.cat([image, self.class_onehot(batch["labels"])[1]], 1)
+
     @torch.no_grad()
     def sample(self, n: int, seed: int) -> torch.Tensor:
         """``(n, C, p, p, p)`` normalised patches from the EMA generator; a seed fixes them."""
+        return self.sample_pairs(n, seed)[0]
+
+    @torch.no_grad()
+    def sample_pairs(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The patches of :meth:`sample` and, from a model trained with labels, their
+        ``(n, 1, p, p, p)`` class indices (the most probable class of each voxel)."""
         ema = self.nets["G_ema"].eval()
         with self.autocast():
-            return ema(self.noise(n, seed=seed)).float()
+            drawn = ema(self.noise(n, seed=seed)).float()
+        images = drawn[:, :self.channels]
+        classes = drawn[:, self.channels:].argmax(1, keepdim=True) if self.generates_labels \
+            else None
+        return images, classes
 
     @torch.no_grad()
     def preview(self) -> torch.Tensor:
@@ -94,7 +119,7 @@ class SynthesisTask(Task):
         was_training = ema.training
         ema.eval()
         with self.autocast():
-            patch = ema(self.preview_noise).float()[0]
+            patch = ema(self.preview_noise).float()[0, :self.channels]
         ema.train(was_training)
         return patch
 

@@ -110,14 +110,17 @@ def node_from_volume(volume: Volume, name: str, *, node=None, scene=None,
     return node
 
 
-def segmentation_from_labels(labels: Volume, reference, num_classes: int, name: str, *,
-                             node=None, scene=None):
-    """A segmentation node with one segment per label 1 … ``num_classes - 1``.
+def segmentation_from_labels(labels: Volume, reference, label_values: list[int], name: str, *,
+                             segment_names: list[str] | None = None, node=None, scene=None):
+    """A segmentation node with one segment per label value but the first (background).
 
-    Segments are named ``label N`` and keep their label value; a label the model
-    did not predict anywhere is an empty segment, so the segment list is the same
-    for every volume. The reference image geometry is the input ``reference``'s.
+    Segments keep their label value and are named ``segment_names`` (one per value,
+    background included) or ``label N``; a label the model did not predict anywhere is
+    an empty segment, so the segment list is the same for every volume. The reference
+    image geometry is the input ``reference``'s.
     """
+    names = dict(zip(label_values, segment_names or [f"label {v}" for v in label_values],
+                     strict=True))
     scene = scene or slicer.mrmlScene
     if node is not None and not node.IsA(SEGMENTATION):
         raise DataError(
@@ -140,11 +143,11 @@ def segmentation_from_labels(labels: Volume, reference, num_classes: int, name: 
         for index in range(segmentation.GetNumberOfSegments()):
             segment = segmentation.GetNthSegment(index)
             present[segment.GetLabelValue()] = segment
-        for value in range(1, num_classes):
+        for value in label_values[1:]:
             if value in present:
-                present[value].SetName(f"label {value}")
+                present[value].SetName(names[value])
             else:
-                segment_id = segmentation.AddEmptySegment(f"label_{value}", f"label {value}")
+                segment_id = segmentation.AddEmptySegment(f"label_{value}", names[value])
                 segmentation.GetSegment(segment_id).SetLabelValue(value)
     finally:
         remove_node(labelmap)

@@ -33,6 +33,8 @@ from .convert import (
 from .process import Runner, TrainingProgress, TrainingRun
 
 ATTRIBUTE = "MedGAN."  # prefix of the attributes a result node carries (task, checkpoint, …)
+#: the reference from a synthesized patch's volume node to its segmentation (image + label pairs)
+LABELS_REFERENCE = "MedGAN.labels"
 
 
 class MedGANLogic:
@@ -56,20 +58,33 @@ class MedGANLogic:
 
         Each has the card's spacing and direction and intensities in the card's units,
         is named after the checkpoint and seed, and is centred at ``center_ras``
-        (default: the RAS origin).
+        (default: the RAS origin). A model trained with label maps adds a segmentation
+        node per patch (one segment per class, on the patch's geometry), named after the
+        patch with `` labels`` and referenced from it as :data:`LABELS_REFERENCE`.
         """
         model = api.load_model(checkpoint, device=device)
-        volumes = api.synthesize(model, n=n, seed=seed)
+        if model.generates_labels:
+            pairs = api.synthesize_pairs(model, n=n, seed=seed)
+        else:
+            pairs = [(volume, None) for volume in api.synthesize(model, n=n, seed=seed)]
         centre = np.zeros(3) if center_ras is None else np.asarray(center_ras, dtype=float)
         stem = Path(checkpoint).name
         nodes = []
-        for index, volume in enumerate(volumes):
+        for index, (volume, labels) in enumerate(pairs):
             affine = volume.affine.copy()
             middle = (np.asarray(volume.spatial_shape) - 1) / 2
             affine[:3, 3] = centre - affine[:3, :3] @ middle
-            volume = api.Volume(volume.tensor, affine, volume.name)
-            node = node_from_volume(volume, f"{stem}_seed{seed}_{index:03d}", scene=self.scene)
+            name = f"{stem}_seed{seed}_{index:03d}"
+            node = node_from_volume(api.Volume(volume.tensor, affine, volume.name), name,
+                                    scene=self.scene)
             self._label(node, model, checkpoint, seed=str(seed))
+            if labels is not None:
+                segmentation = segmentation_from_labels(
+                    api.Volume(labels.tensor, affine, labels.name), node,
+                    model.task.label_values, f"{name} labels",
+                    segment_names=model.card["class_names"], scene=self.scene)
+                self._label(segmentation, model, checkpoint, seed=str(seed))
+                node.SetNodeReferenceID(LABELS_REFERENCE, segmentation.GetID())
             nodes.append(node)
         return nodes
 
@@ -91,7 +106,7 @@ class MedGANLogic:
                            progress=progress)
         name = f"{input_node.GetName()}_{model.task_name}{'_reverse' if reverse else ''}"
         if model.task.output == "labels":
-            node = segmentation_from_labels(result, input_node, model.task.num_classes, name,
+            node = segmentation_from_labels(result, input_node, model.task.label_values, name,
                                             node=output_node, scene=self.scene)
         else:
             node = node_from_volume(result, name, node=output_node, scene=self.scene)
