@@ -64,6 +64,10 @@ class ModelConfig:
     patchgan_channels: int = 32  # PatchGAN width of its first layer
     # discriminator normalisation: "batch", "none"; auto: none for wgan-gp
     d_norm: Literal["auto", "batch", "none"] = "auto"
+    # large volumes (#11)
+    # recompute each U-Net / DCGAN level's activations in the backward pass instead of
+    # keeping them: less memory per step (bench/README.md), about a third more compute
+    activation_checkpointing: bool = False
 
 
 @dataclass
@@ -91,6 +95,11 @@ class TrainConfig:
     channels_last: Literal["auto", "on", "off"] = "auto"
     preview_every: int = 50
     checkpoint_every: int = 100
+    # speed switches (#11); "auto" is what bench/README.md measured to pay on that device
+    cudnn_benchmark: Literal["auto", "on", "off"] = "auto"  # auto: on with CUDA
+    compile: bool = False  # torch.compile the nets (slower on the 2-core CPU measured)
+    fused_adam: Literal["auto", "on", "off"] = "auto"  # auto: on with CUDA
+    pin_memory: Literal["auto", "on", "off"] = "auto"  # queue sampler; auto: on with CUDA
 
 
 @dataclass
@@ -153,7 +162,7 @@ class Config:
         p = self.model.patch_size
         if p & (p - 1):
             raise ConfigError(
-                f"{where}Patch size {p} is not supported: use a power of two from 8 to 128 "
+                f"{where}Patch size {p} is not supported: use a power of two from 8 to 256 "
                 "(e.g. 16, 32, 64)."
             )
 
@@ -185,7 +194,7 @@ RANGES = {
     (DataConfig, "label_share"): Range(0, 1, low_inclusive=False),
     (DataConfig, "samples_per_volume"): AT_LEAST_ONE,
     (DataConfig, "queue_length"): AT_LEAST_ONE,
-    (ModelConfig, "patch_size"): Range(8, 128),
+    (ModelConfig, "patch_size"): Range(8, 256),  # 256: where the memory plan allows (#11)
     **{(ModelConfig, name): WIDTH for name in ("latent_dim", "g_channels", "d_channels",
                                                "max_channels", "unet_channels",
                                                "patchgan_channels")},

@@ -18,7 +18,7 @@ from ..data.volume import Volume
 from ..errors import DataError
 from ..metrics import dice_per_label, hd95_per_label
 from .base import NextBatch, Task
-from .conditional import adam, adversarial, critic_step, patchgan, unet
+from .conditional import adversarial, critic_step, patchgan, unet
 
 DICE_SMOOTH = 1e-5
 # The critic tells one-hot truth from softmax output at once; at full weight its term
@@ -59,8 +59,8 @@ class SegmentationTask(Task):
         self.nets = {"S": unet(config, channels, num_classes, output="logits"),
                      "D": patchgan(config, channels + num_classes)}
         self.finish_setup()
-        self.optimizers = {"S": adam(self, "S", config.train.lr_g),
-                           "D": adam(self, "D", config.train.lr_d)}
+        self.optimizers = {"S": self.adam("S", config.train.lr_g),
+                           "D": self.adam("D", config.train.lr_d)}
 
     def _onehot(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, 1, ...)`` float labels → class indices ``(B, ...)`` and one-hot ``(B, K, ...)``."""

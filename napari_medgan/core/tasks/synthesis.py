@@ -27,21 +27,19 @@ class SynthesisTask(Task):
         super().__init__(config, device, channels, num_classes)
         m, t = config.model, config.train
         generator = DCGANGenerator3D(
-            m.latent_dim, channels, m.patch_size, m.g_channels, m.max_channels, m.upsample
+            m.latent_dim, channels, m.patch_size, m.g_channels, m.max_channels, m.upsample,
+            m.activation_checkpointing,
         )
         self.nets = {
             "G": generator,
             "G_ema": copy.deepcopy(generator).requires_grad_(False),
             "D": DCGANDiscriminator3D(
                 channels, m.patch_size, m.d_channels, m.max_channels, m.spectral_norm,
-                config.d_norm,
+                config.d_norm, m.activation_checkpointing,
             ),
         }
         self.finish_setup()
-        self.optimizers = {
-            "G": torch.optim.Adam(self.nets["G"].parameters(), lr=t.lr_g, betas=t.betas),
-            "D": torch.optim.Adam(self.nets["D"].parameters(), lr=t.lr_d, betas=t.betas),
-        }
+        self.optimizers = {"G": self.adam("G", t.lr_g), "D": self.adam("D", t.lr_d)}
         self.n_critic = config.n_critic
         self.preview_noise = self.noise(1, seed=t.seed)
 
