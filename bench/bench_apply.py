@@ -23,11 +23,11 @@ from _common import report
 
 CHILD = r"""
 import json, sys, time, torch
-impl, blend, volume_name, patch, overlap, batch, out = sys.argv[1:8]
+impl, blend, volume_name, patch, overlap, batch, out, net_name = sys.argv[1:9]
 patch, overlap, batch = int(patch), float(overlap), int(batch)
 torch.manual_seed(0)
 from napari_medgan.core.nets.unet import UNet3D
-net = UNet3D(1, 1, (4, 8, 16)).eval()
+net = (UNet3D(1, 1, (4, 8, 16)) if net_name == "unet" else torch.nn.Conv3d(1, 1, 1)).eval()
 if volume_name == "mni152_t1":
     from napari_medgan.core.data.samples import sample_volume
     volume = sample_volume("mni152_t1").tensor.float()
@@ -66,7 +66,7 @@ def run_case(impl: str, blend: str, volume: str, args, out: Path) -> dict:
     env_path = f"{here.parent}:{here}"
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, impl, blend, volume, str(args.patch), str(args.overlap),
-         str(args.batch), str(out)],
+         str(args.batch), str(out), args.net],
         capture_output=True, text=True, check=True,
         env={**__import__("os").environ, "PYTHONPATH": env_path},
     )
@@ -80,6 +80,8 @@ def main() -> None:
     parser.add_argument("--patch", type=int, default=32)
     parser.add_argument("--overlap", type=float, default=0.25)
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--net", choices=["unet", "pointwise"], default="unet",
+                        help="pointwise: a 1³ convolution, to time and size the stitching alone")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,12 +107,13 @@ def main() -> None:
                 ])
                 print(rows[-1], flush=True)
     report(
-        "apply",
+        f"apply_{args.net}",
         ["volume", "shape", "blend (ours / MONAI)", "ours s", "MONAI s", "time ×",
          "ours MiB", "MONAI MiB", "memory ×", "max |diff| inside"],
         rows,
         {"patch": args.patch, "overlap": args.overlap, "batch": args.batch,
-         "net": "UNet3D(1, 1, (4, 8, 16)), random weights, seed 0"},
+         "net": "UNet3D(1, 1, (4, 8, 16))" if args.net == "unet" else "Conv3d(1, 1, 1)",
+         "weights": "random, seed 0"},
     )
 
 
