@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_sampler.py
 	$(BIN)/python bench/bench_memory.py
+	$(BIN)/python bench/bench_apply.py
 	$(BIN)/python bench/bench_quality.py
 	xvfb-run -a $(BIN)/python bench/bench_napari.py
 

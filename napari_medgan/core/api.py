@@ -299,7 +299,8 @@ def apply(
     def predict(batch: torch.Tensor) -> torch.Tensor:
         return task.predict(dict(zip(roles, batch.split(sizes, dim=1), strict=True)))
 
-    output = sliding_window(torch.cat([inputs[r] for r in roles]), predict, model.patch_size,
+    stacked = inputs[roles[0]] if len(roles) == 1 else torch.cat([inputs[r] for r in roles])
+    output = sliding_window(stacked, predict, model.patch_size,
                             overlap=overlap, batch_size=batch_size, device=task.device,
                             progress=progress, stop=stop)
     output = task.finish(output, inputs)

@@ -71,6 +71,10 @@ class ModelConfig:
     # data-efficient training (#10)
     g_residual: bool = False  # synthesis / anomaly: residual blocks in G at coarse levels
     d_residual: bool = False  # synthesis / anomaly: residual blocks in D at coarse levels
+    # large volumes (#11)
+    # recompute each U-Net / DCGAN level's activations in the backward pass instead of
+    # keeping them: less memory per step (bench/README.md), about a third more compute
+    activation_checkpointing: bool = False
 
 
 @dataclass
@@ -109,6 +113,11 @@ class TrainConfig:
     # what the critic sees as real labels: "scaled" one-hot at the segmenter's confidence
     # (Luc et al., 2016), so soft probabilities alone don't give fakes away, or "onehot"
     critic_real: Literal["scaled", "onehot"] = "scaled"
+    # speed switches (#11); "auto" is what bench/README.md measured to pay on that device
+    cudnn_benchmark: Literal["auto", "on", "off"] = "auto"  # auto: on with CUDA
+    compile: bool = False  # torch.compile the nets (slower on the 2-core CPU measured)
+    fused_adam: Literal["auto", "on", "off"] = "auto"  # auto: on with CUDA
+    pin_memory: Literal["auto", "on", "off"] = "auto"  # queue sampler; auto: on with CUDA
 
 
 @dataclass
@@ -193,7 +202,7 @@ class Config:
         p = self.model.patch_size
         if p & (p - 1):
             raise ConfigError(
-                f"{where}Patch size {p} is not supported: use a power of two from 8 to 128 "
+                f"{where}Patch size {p} is not supported: use a power of two from 8 to 256 "
                 "(e.g. 16, 32, 64)."
             )
 
@@ -225,7 +234,7 @@ RANGES = {
     (DataConfig, "label_share"): Range(0, 1, low_inclusive=False),
     (DataConfig, "samples_per_volume"): AT_LEAST_ONE,
     (DataConfig, "queue_length"): AT_LEAST_ONE,
-    (ModelConfig, "patch_size"): Range(8, 128),
+    (ModelConfig, "patch_size"): Range(8, 256),  # 256: where the memory plan allows (#11)
     **{(ModelConfig, name): WIDTH for name in ("latent_dim", "g_channels", "d_channels",
                                                "max_channels", "unet_channels",
                                                "patchgan_channels")},

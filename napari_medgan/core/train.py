@@ -28,7 +28,9 @@ from .data.task_data import BatchSource, TaskData, load_task_data
 from .data.volume import Volume
 from .device import out_of_memory_advice, resolve_device
 from .errors import ConfigError, MedGANWarning, OutputError, TrainingError
+from .memory import check_memory, plan_memory
 from .output import probe
+from .speed import compile_nets, set_cudnn_benchmark
 from .tasks.base import Task
 from .tasks.registry import get_task_class
 
@@ -127,6 +129,8 @@ def train(
                                  resumed.training_state.items() if k.startswith("sampler.")})
         step = resumed.card["step"]
         history = {k: list(v) for k, v in resumed.training_meta.get("history", {}).items()}
+    _before_first_step(config, device, task, data,
+                       lambda: task_class(config, device, channels, data.num_classes))
     card = _card(config, task, data)
     run = _Run(task, batches, out, card, history, (resumed.path, step) if resumed else None)
     probe(Path(out).parent, _checkpoint_bytes(task), Path(out))  # before any step is spent
@@ -164,6 +168,15 @@ def train(
             yield event
     path = run.save(step)
     yield TrainEvent("done", step, total, checkpoint=str(path), message=f"finished {step} steps")
+
+
+def _before_first_step(config: Config, device: torch.device, task: Task, data: TaskData,
+                       make_task: Callable[[], Task]) -> None:
+    """The speed switches and the memory plan (#11): a config that can't fit is refused
+    here, with the estimate, instead of running out of memory mid-run."""
+    set_cudnn_benchmark(config, device)
+    check_memory(plan_memory(config, make_task, data.roles, device), config)
+    compile_nets(config, task.nets)
 
 
 def _checkpoint_bytes(task: Task) -> int:

@@ -49,6 +49,13 @@ def test_unknown_keys_and_sections_are_named():
         ("data", "mr_percentiles", [50, 120], "0 <= low < high <= 100"),
         ("train", "batch_size", 0, "at least 1"),
         ("train", "ema_decay", 1.0, "ema_decay"),
+        # large volumes and speed switches (#11)
+        ("model", "patch_size", 512, "model.patch_size"),
+        ("model", "activation_checkpointing", "yes", "model.activation_checkpointing"),
+        ("train", "compile", "fast", "train.compile"),
+        ("train", "fused_adam", "maybe", "train.fused_adam"),
+        ("train", "cudnn_benchmark", True, "train.cudnn_benchmark"),
+        ("train", "pin_memory", "always", "train.pin_memory"),
     ],
 )
 def test_settings_that_cannot_work_are_refused(section, key, value, message):

@@ -1,8 +1,10 @@
 import pytest
 import torch
 
+from napari_medgan.core.memory import _PeakBytes
 from napari_medgan.core.nets.dcgan import DCGANDiscriminator3D, DCGANGenerator3D
 from napari_medgan.core.nets.ema import recalibrate_batchnorm, update_ema
+from napari_medgan.core.nets.unet import UNet3D
 
 
 @pytest.mark.parametrize("patch", [8, 16, 32, 64])
@@ -86,3 +88,60 @@ def test_recalibration_fits_batchnorm_statistics_to_the_net_it_serves():
         assert not g.training
         assert (g(z) - batch_mode).abs().mean() < 0.01
     assert all(m.momentum == 0.1 for m in g.modules() if isinstance(m, torch.nn.BatchNorm3d))
+
+
+def _step(net, x):
+    """Output, input gradient and weight gradients of one backward pass through ``net``."""
+    x = x.clone().requires_grad_(True)
+    net.zero_grad(set_to_none=True)
+    out = net(x)
+    (out.float() ** 2).mean().backward()
+    return out.detach(), x.grad, [p.grad.clone() for p in net.parameters()]
+
+
+def _peak_bytes(net, x):
+    with _PeakBytes() as counter:
+        _step(net, x)
+    return counter.peak
+
+
+@pytest.mark.parametrize("kind", ["unet", "dcgan"])
+def test_activation_checkpointing_gives_the_same_step_in_less_memory(kind):
+    """Same outputs, gradients and BatchNorm statistics; fewer bytes at the step's peak."""
+    torch.manual_seed(0)
+    if kind == "unet":
+        make = lambda on: UNet3D(1, 1, (4, 8, 16), checkpointing=on)  # noqa: E731
+        x = torch.randn(2, 1, 16, 16, 16)
+    else:  # D(G(z)), as in a generator step
+        make = lambda on: torch.nn.Sequential(  # noqa: E731
+            DCGANGenerator3D(8, 1, 32, 4, 16, checkpointing=on),
+            DCGANDiscriminator3D(1, 32, 4, 16, checkpointing=on))
+        x = torch.randn(2, 8)
+    plain, checkpointed = make(False), make(True)
+    checkpointed.load_state_dict(plain.state_dict())
+    for got, want in zip(_step(checkpointed, x), _step(plain, x), strict=True):
+        for a, b in zip(got if isinstance(got, list) else [got],
+                        want if isinstance(want, list) else [want], strict=True):
+            torch.testing.assert_close(a, b)
+    for a, b in zip(checkpointed.buffers(), plain.buffers(), strict=True):
+        torch.testing.assert_close(a, b)  # recomputation didn't count the batch twice
+    # The U-Net keeps two blocks at full resolution, so recomputing them pays; a DCGAN
+    # net's peak is its finest level, recomputed in backward anyway (bench/README.md).
+    assert _peak_bytes(checkpointed, x) < (0.8 if kind == "unet" else 1.0) * _peak_bytes(plain, x)
+
+
+def test_a_checkpointed_critic_takes_the_gradient_penalty():
+    """WGAN-GP differentiates through D's input gradient: checkpointing must allow it."""
+    from napari_medgan.core.losses import gradient_penalty
+
+    torch.manual_seed(0)
+    plain = DCGANDiscriminator3D(1, 16, 4, 16, norm="none")
+    checkpointed = DCGANDiscriminator3D(1, 16, 4, 16, norm="none", checkpointing=True)
+    checkpointed.load_state_dict(plain.state_dict())
+    real, fake = torch.randn(2, 1, 16, 16, 16), torch.randn(2, 1, 16, 16, 16)
+    grads = []
+    for net in (plain, checkpointed):
+        gradient_penalty(net, real, fake, torch.Generator().manual_seed(1)).backward()
+        grads.append([p.grad for p in net.parameters()])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)

@@ -138,8 +138,8 @@ def test_resume_uses_the_learning_rates_of_the_new_config(tiny_config, tmp_path)
 
 
 def test_out_of_memory_suggests_a_smaller_batch(tiny_config, tmp_path):
-    config = tiny_config(batch_size=2**40)
-    with pytest.raises(DeviceError, match="--batch"):
+    config = tiny_config(batch_size=2**40)  # the memory plan (#11) refuses it before a step
+    with pytest.raises(ConfigError, match="--batch"):
         run(config, tmp_path / "ckpt")
 
 
@@ -148,3 +148,49 @@ def test_cuda_asked_for_where_there_is_none(tiny_config, tmp_path):
         pytest.skip("this machine has a GPU")
     with pytest.raises(DeviceError, match="no CUDA GPU"):
         run(tiny_config(device="cuda"), tmp_path / "ckpt")
+
+
+def test_checkpointed_nets_train_as_the_plain_ones(tiny_config, tmp_path):
+    """Same losses step by step (WGAN-GP: the penalty differentiates through checkpointed D)
+    and the same weight names in the checkpoint, so either setting loads the other's."""
+    runs = []
+    for checkpointing in (False, True):
+        config = tiny_config(steps=2, loss="wgan-gp", n_critic=1)
+        config.model.activation_checkpointing = checkpointing
+        events = list(api.train(config, tmp_path / f"ckpt{checkpointing}"))
+        losses = [e.losses for e in events if e.kind == "step"]
+        runs.append((losses, load_checkpoint(events[-1].checkpoint).weights))
+    (plain_losses, plain_weights), (losses, weights) = runs
+    for got, want in zip(losses, plain_losses, strict=True):
+        assert got == pytest.approx(want, rel=1e-4, abs=1e-5)
+    assert weights.keys() == plain_weights.keys()
+
+
+def test_fused_adam_follows_the_config_also_on_resume(tiny_config):
+    from napari_medgan.core.tasks.synthesis import SynthesisTask
+
+    cpu = torch.device("cpu")
+    fused = SynthesisTask(tiny_config(fused_adam="on"), cpu)
+    assert all(group["fused"] for opt in fused.optimizers.values() for group in opt.param_groups)
+    batch = {"image": torch.rand(2, 1, 16, 16, 16) * 2 - 1}
+    fused.train_step(lambda: batch, 1)
+    tensors, meta = fused.training_state()
+    plain = SynthesisTask(tiny_config(), cpu)  # "auto": fused on CUDA only
+    plain.load_training_state(tensors, meta)
+    assert not any(group["fused"] for opt in plain.optimizers.values()
+                   for group in opt.param_groups)
+    moments = [state["exp_avg"] for state in plain.optimizers["G"].state.values()]
+    assert moments and all(m.abs().sum() > 0 for m in moments)  # the saved state was loaded
+
+
+def test_the_compile_switch_compiles_the_nets_in_place(tiny_config):
+    """Only the wiring: a compiled tiny run's first step took 277 s on the 2-core CPU
+    (inductor compiling G and D), too slow for a test; see bench/README.md."""
+    from napari_medgan.core.speed import compile_nets
+    from napari_medgan.core.tasks.synthesis import SynthesisTask
+
+    task = SynthesisTask(tiny_config(compile=True), torch.device("cpu"))
+    names = list(task.weights())
+    compile_nets(task.config, task.nets)
+    assert all(net._compiled_call_impl is not None for net in task.nets.values())
+    assert list(task.weights()) == names  # checkpoints keep their weight names

@@ -241,6 +241,7 @@ class QueuePatchSampler:
         queue_length: int = 256,
         num_workers: int = 0,
         device: torch.device | str = "cpu",
+        pin_memory: bool = False,
     ) -> None:
         import torchio as tio
 
@@ -270,7 +271,7 @@ class QueuePatchSampler:
             # every batch is full (a partial batch at each epoch's end would break the
             # fixed batch size the train step relies on).
             loader = tio.SubjectsLoader(queue, batch_size=batch_size, num_workers=0,
-                                        sampler=range(sys.maxsize))
+                                        sampler=range(sys.maxsize), pin_memory=pin_memory)
             self._batches: Iterator[dict] = iter(loader)
 
     @contextlib.contextmanager
@@ -310,11 +311,13 @@ def make_patch_sampler(
     mask_share: float = 1.0,
     samples_per_volume: int = 16,
     queue_length: int = 256,
+    pin_memory: bool = False,
 ) -> PatchSampler:
     """The sampler ``DataConfig.sampler`` names: ``"device"`` or ``"queue"``.
 
     ``mask_share``: the share of patches centred in the mask; the rest are drawn
     anywhere (device) or centred outside the mask (queue, torchio's LabelSampler).
+    ``pin_memory``: the queue's batches in page-locked memory (faster copies to a GPU).
     """
     if kind == "device":
         return DevicePatchSampler(volumes, patch_size, batch_size, device=device, seed=seed,
@@ -323,5 +326,6 @@ def make_patch_sampler(
         return QueuePatchSampler(volumes, patch_size, batch_size, affines=affines, seed=seed,
                                  masks=masks, mask_share=mask_share,
                                  samples_per_volume=samples_per_volume,
-                                 queue_length=queue_length, device=device)
+                                 queue_length=queue_length, device=device,
+                                 pin_memory=pin_memory)
     raise ConfigError(f"Unknown patch sampler {kind!r}; choose one of {', '.join(SAMPLER_KINDS)}.")

@@ -17,6 +17,7 @@ import torch
 
 from ..config import Config
 from ..errors import ConfigError, DataError
+from ..speed import pin_host_batches
 from .dataset import load_training_volumes
 from .io import check_volume
 from .normalize import IntensityNormalization, fit_normalization, normalize
@@ -173,7 +174,8 @@ class BatchSource:
     def __init__(self, data: TaskData, config: Config, device: torch.device) -> None:
         d, p, b, seed = config.data, config.model.patch_size, config.train.batch_size, \
             config.train.seed
-        options = dict(samples_per_volume=d.samples_per_volume, queue_length=d.queue_length)
+        options = dict(samples_per_volume=d.samples_per_volume, queue_length=d.queue_length,
+                       pin_memory=pin_host_batches(config, device))
         stacked = [role for role in ROLE_ORDER if role in data.roles
                    and not (role == "target" and "target" in data.affines)]
         self.split = [(role, data.roles[role][0].shape[0]) for role in stacked]

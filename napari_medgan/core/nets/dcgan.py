@@ -1,4 +1,4 @@
-"""DCGAN-style 3D generator and discriminator for cubic patches (8³ to 128³).
+"""DCGAN-style 3D generator and discriminator for cubic patches (8³ to 256³).
 
 Both nets work level by level between 4³ and the patch size, doubling the
 width at each coarser level (capped by ``max_channels``), as in Radford et al.
@@ -11,6 +11,8 @@ import math
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
+
+from .checkpointing import run_levels
 
 
 def _level_widths(patch_size: int, channels: int, max_channels: int) -> list[int]:
@@ -81,10 +83,12 @@ class DCGANGenerator3D(nn.Module):
         upsample: str = "transpose",
         residual: bool = False,
         label_channels: int = 0,
+        checkpointing: bool = False,
     ) -> None:
         super().__init__()
         self.latent_dim = latent_dim
         self.label_channels = label_channels
+        self.checkpointing = checkpointing  # see nets/checkpointing.py
         widths = _level_widths(patch_size, channels, max_channels)
 
         def residual_block(width: int, side: int) -> list[nn.Module]:
@@ -116,7 +120,8 @@ class DCGANGenerator3D(nn.Module):
         self.apply(init_dcgan_weights)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.upsample(self.project(z.view(z.shape[0], self.latent_dim, 1, 1, 1)))
+        x = self.project(z.view(z.shape[0], self.latent_dim, 1, 1, 1))
+        x = run_levels(self.upsample, x, self.checkpointing)
         if not self.label_channels:
             return self.head(x)
         raw = self.head[0](x)
@@ -142,8 +147,10 @@ class DCGANDiscriminator3D(nn.Module):
         spectral_norm: bool = False,
         norm: str = "batch",
         residual: bool = False,
+        checkpointing: bool = False,
     ) -> None:
         super().__init__()
+        self.checkpointing = checkpointing  # see nets/checkpointing.py
         wrap = _spectral_norm if spectral_norm else (lambda layer: layer)
         widths = _level_widths(patch_size, channels, max_channels)[::-1]  # patch size → 4³
         layers: list[nn.Module] = []
@@ -162,14 +169,14 @@ class DCGANDiscriminator3D(nn.Module):
         self.apply(init_dcgan_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).flatten(1).squeeze(1)
+        return run_levels(self.net, x, self.checkpointing).flatten(1).squeeze(1)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The penultimate activations ``(B, width · 4³)``: what the last layer judges.
 
         f-AnoGAN compares these for an image and its reconstruction (feature residual).
         """
-        return self.net[:-1](x).flatten(1)
+        return run_levels(self.net[:-1], x, self.checkpointing).flatten(1)
 
 
 class DCGANEncoder3D(DCGANDiscriminator3D):
@@ -189,11 +196,13 @@ class DCGANEncoder3D(DCGANDiscriminator3D):
         channels: int = 32,
         max_channels: int = 256,
         norm: str = "none",
+        checkpointing: bool = False,
     ) -> None:
-        super().__init__(in_channels, patch_size, channels, max_channels, False, norm)
+        super().__init__(in_channels, patch_size, channels, max_channels, False, norm,
+                         checkpointing)
         self.latent_dim = latent_dim
         self.net[-1] = nn.Conv3d(self.net[-1].in_channels, latent_dim, kernel_size=4)
         init_dcgan_weights(self.net[-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).flatten(1)
+        return run_levels(self.net, x, self.checkpointing).flatten(1)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .checkpointing import run_block
+
 
 def _conv_block(cin: int, cout: int) -> nn.Sequential:
     """Two 3³ convolutions with instance normalisation (batch-size independent) and LeakyReLU."""
@@ -32,8 +34,10 @@ class UNet3D(nn.Module):
         out_channels: int = 1,
         channels: tuple[int, ...] = (16, 32, 64, 128),
         output: str = "tanh",
+        checkpointing: bool = False,
     ) -> None:
         super().__init__()
+        self.checkpointing = checkpointing  # see nets/checkpointing.py
         if output not in ("tanh", "logits"):
             raise ValueError(f"output must be 'tanh' or 'logits', got {output!r}")
         self.levels = len(channels)
@@ -52,9 +56,9 @@ class UNet3D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
         for block in self.down:
-            x = block(x)
+            x = run_block(block, x, self.checkpointing)
             skips.append(x)
         skips.pop()
         for up, merge in zip(self.up, self.merge, strict=True):
-            x = merge(torch.cat([up(x), skips.pop()], dim=1))
+            x = run_block(merge, torch.cat([up(x), skips.pop()], dim=1), self.checkpointing)
         return self.head(x)

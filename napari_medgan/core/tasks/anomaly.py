@@ -73,12 +73,11 @@ class AnomalyTask(SynthesisTask):
         super().__init__(config, device, channels, num_classes)
         m, t = config.model, config.train
         self.nets["E"] = DCGANEncoder3D(
-            channels, m.latent_dim, m.patch_size, m.d_channels, m.max_channels
+            channels, m.latent_dim, m.patch_size, m.d_channels, m.max_channels,
+            checkpointing=m.activation_checkpointing,
         )
         self.finish_setup()  # moves E; the nets already placed stay as they are
-        self.optimizers["E"] = torch.optim.Adam(
-            self.nets["E"].parameters(), lr=t.lr_g, betas=t.betas
-        )
+        self.optimizers["E"] = self.adam("E", t.lr_g)
         # The last step of phase 1; phase 2 once begun stays on, even when a resumed
         # run asks for more steps (which would move this boundary).
         self.gan_steps = gan_steps(t.steps, t.encoder_fraction)

@@ -23,6 +23,7 @@ from ..config import Config
 from ..data.task_data import TaskNeeds
 from ..data.volume import Volume
 from ..losses import r1_penalty
+from ..speed import fused_adam
 
 NextBatch = Callable[[], dict[str, torch.Tensor]]
 
@@ -72,6 +73,13 @@ class Task:
         layout = torch.channels_last_3d if self.channels_last else torch.contiguous_format
         for net in self.nets.values():
             net.to(self.device, memory_format=layout)
+
+    def adam(self, net: str, lr: float) -> torch.optim.Adam:
+        """Adam over ``nets[net]``; fused (one kernel for all parameters) as
+        ``train.fused_adam`` says: "auto" fuses on CUDA only (see bench/README.md)."""
+        return torch.optim.Adam(self.nets[net].parameters(), lr=lr,
+                                betas=self.config.train.betas,
+                                fused=fused_adam(self.config, self.device))
 
     def to_layout(self, batch: torch.Tensor) -> torch.Tensor:
         return (
@@ -201,13 +209,14 @@ class Task:
         return tensors, meta
 
     def load_training_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        """Continue a run; the learning rates of the current config win over the saved ones."""
+        """Continue a run; the learning rates and fused kernel of the current config win
+        over the saved ones (set before loading, so fused Adam gets its state where it needs)."""
         self.rng.set_state(tensors["rng.task"])
         for name, optimizer in self.optimizers.items():
-            rates = [group["lr"] for group in optimizer.param_groups]
-            optimizer_from_tensors(optimizer, tensors, meta[name], f"optim.{name}")
-            for group, rate in zip(optimizer.param_groups, rates, strict=True):
-                group["lr"] = rate
+            groups = [dict(saved, lr=group["lr"], fused=group["fused"]) for saved, group in
+                      zip(meta[name]["param_groups"], optimizer.param_groups, strict=True)]
+            optimizer_from_tensors(optimizer, tensors, dict(meta[name], param_groups=groups),
+                                   f"optim.{name}")
 
     def net_summary(self) -> dict[str, dict[str, Any]]:
         return {

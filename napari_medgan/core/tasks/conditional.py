@@ -22,7 +22,8 @@ def unet(config: Config, in_channels: int, out_channels: int, output: str = "tan
             f"A U-Net with {len(levels)} levels needs a patch size divisible by "
             f"{2 ** (len(levels) - 1)}; got {config.model.patch_size}."
         )
-    return UNet3D(in_channels, out_channels, tuple(levels), output)
+    return UNet3D(in_channels, out_channels, tuple(levels), output,
+                  config.model.activation_checkpointing)
 
 
 def patchgan(config: Config, in_channels: int) -> PatchGAN3D:
@@ -30,10 +31,6 @@ def patchgan(config: Config, in_channels: int) -> PatchGAN3D:
     layers = max(1, min(3, int(math.log2(config.model.patch_size)) - 3))
     return PatchGAN3D(in_channels, config.model.patchgan_channels, layers,
                       config.model.spectral_norm)
-
-
-def adam(task: Task, name: str, lr: float) -> torch.optim.Adam:
-    return torch.optim.Adam(task.nets[name].parameters(), lr=lr, betas=task.config.train.betas)
 
 
 def critic_step(task: Task, critic: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:

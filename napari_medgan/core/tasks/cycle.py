@@ -32,7 +32,7 @@ import torch
 from ..config import Config
 from ..data.task_data import TaskNeeds
 from .base import NextBatch, Task
-from .conditional import adam, adversarial, critic_step, patchgan, unet
+from .conditional import adversarial, critic_step, patchgan, unet
 from .translation import TranslationTask
 
 
@@ -62,7 +62,7 @@ class CycleTask(Task):
         }
         self.finish_setup()
         lr_g, lr_d = config.train.lr_g, config.train.lr_d
-        self.optimizers = {name: adam(self, name, lr_g if name.startswith("G") else lr_d)
+        self.optimizers = {name: self.adam(name, lr_g if name.startswith("G") else lr_d)
                            for name in self.nets}
 
     def train_step(self, next_batch: NextBatch, step: int) -> dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ from ..data.task_data import TaskNeeds
 from ..data.volume import Volume
 from ..metrics import image_similarity
 from .base import NextBatch, Task
-from .conditional import adam, adversarial, critic_step, patchgan, unet
+from .conditional import adversarial, critic_step, patchgan, unet
 
 #: The value the hole is blanked to in G's input (mid-range of the normalised [-1, 1]).
 HOLE_FILL = 0.0
@@ -47,8 +47,8 @@ class InpaintingTask(Task):
         self.nets = {"G": unet(config, channels + 1, channels),
                      "D": patchgan(config, channels + 1)}
         self.finish_setup()
-        self.optimizers = {"G": adam(self, "G", config.train.lr_g),
-                           "D": adam(self, "D", config.train.lr_d)}
+        self.optimizers = {"G": self.adam("G", config.train.lr_g),
+                           "D": self.adam("D", config.train.lr_d)}
 
     def random_holes(self, batch: int, size: int) -> torch.Tensor:
         """``(batch, 1, size, size, size)`` 0/1 masks: 1 to ``MAX_BOXES`` random boxes each."""

@@ -22,7 +22,7 @@ from ..data.volume import Volume
 from ..errors import DataError
 from ..metrics import dice_per_label, hd95_per_label
 from .base import NextBatch, Task
-from .conditional import adam, adversarial, critic_step, patchgan, unet
+from .conditional import adversarial, critic_step, patchgan, unet
 
 DICE_SMOOTH = 1e-5
 # At full weight the critic's term outweighed Dice + CE (held-out Dice 0.44-0.72 against
@@ -90,8 +90,8 @@ class SegmentationTask(Task):
         self.nets = {"S": unet(config, channels, num_classes, output="logits"),
                      "D": patchgan(config, channels + num_classes)}
         self.finish_setup()
-        self.optimizers = {"S": adam(self, "S", config.train.lr_g),
-                           "D": adam(self, "D", config.train.lr_d)}
+        self.optimizers = {"S": self.adam("S", config.train.lr_g),
+                           "D": self.adam("D", config.train.lr_d)}
 
     def train_step(self, next_batch: NextBatch, step: int) -> dict[str, torch.Tensor]:
         batch = next_batch()

@@ -36,7 +36,7 @@ class SynthesisTask(Task):
         m, t = config.model, config.train
         generator = DCGANGenerator3D(
             m.latent_dim, channels, m.patch_size, m.g_channels, m.max_channels, m.upsample,
-            m.g_residual, label_channels=num_classes,
+            m.g_residual, label_channels=num_classes, checkpointing=m.activation_checkpointing,
         )
         self.nets = {
             "G": generator,
@@ -44,13 +44,11 @@ class SynthesisTask(Task):
             "D": DCGANDiscriminator3D(
                 channels + num_classes, m.patch_size, m.d_channels, m.max_channels,
                 m.spectral_norm, config.d_norm, m.d_residual,
+                checkpointing=m.activation_checkpointing,
             ),
         }
         self.finish_setup()
-        self.optimizers = {
-            "G": torch.optim.Adam(self.nets["G"].parameters(), lr=t.lr_g, betas=t.betas),
-            "D": torch.optim.Adam(self.nets["D"].parameters(), lr=t.lr_d, betas=t.betas),
-        }
+        self.optimizers = {"G": self.adam("G", t.lr_g), "D": self.adam("D", t.lr_d)}
         self.n_critic = config.n_critic
         self.preview_noise = self.noise(1, seed=t.seed)
 

@@ -9,7 +9,7 @@ from ..data.task_data import TaskNeeds
 from ..data.volume import Volume
 from ..metrics import image_similarity
 from .base import NextBatch, Task
-from .conditional import adam, adversarial, critic_step, patchgan, unet
+from .conditional import adversarial, critic_step, patchgan, unet
 
 
 class TranslationTask(Task):
@@ -26,8 +26,8 @@ class TranslationTask(Task):
         super().__init__(config, device, channels, num_classes)
         self.nets = {"G": unet(config, channels, channels), "D": patchgan(config, 2 * channels)}
         self.finish_setup()
-        self.optimizers = {"G": adam(self, "G", config.train.lr_g),
-                           "D": adam(self, "D", config.train.lr_d)}
+        self.optimizers = {"G": self.adam("G", config.train.lr_g),
+                           "D": self.adam("D", config.train.lr_d)}
 
     def train_step(self, next_batch: NextBatch, step: int) -> dict[str, torch.Tensor]:
         batch = next_batch()
