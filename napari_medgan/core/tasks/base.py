@@ -20,6 +20,7 @@ from ..checkpoint import (
 from ..config import Config
 from ..data.task_data import TaskNeeds
 from ..data.volume import Volume
+from ..distributed import World
 
 NextBatch = Callable[[], dict[str, torch.Tensor]]
 
@@ -55,6 +56,8 @@ class Task:
         self.nets: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.preview_input: dict[str, torch.Tensor] | None = None  # see keep_for_preview
+        self.world = World(device=device)  # see distribute
+        self.wrappers: dict[str, nn.Module] = {}
         # no Generator lives on the meta device, where restore() sizes the nets
         self.rng = torch.Generator(device="cpu" if device.type == "meta" else device)
         self.rng.manual_seed(config.train.seed)
@@ -69,6 +72,20 @@ class Task:
         layout = torch.channels_last_3d if self.channels_last else torch.contiguous_format
         for net in self.nets.values():
             net.to(self.device, memory_format=layout)
+
+    def distribute(self, world: World) -> None:
+        """Train among ``world``'s processes: each net an optimiser trains (and whose weights
+        still learn) gets its own DDP wrapper; random draws take this process's share."""
+        self.world = world
+        if world.size > 1:
+            self.wrappers = {name: world.wrap(self.nets[name]) for name in self.optimizers
+                             if any(p.requires_grad for p in self.nets[name].parameters())}
+
+    def trained(self, name: str) -> nn.Module:
+        """The module a train step calls where ``name``'s own loss is minimised: its DDP
+        wrapper in a distributed run. Elsewhere (a critic judging a generator's output, whose
+        gradients there are thrown away) steps call ``self.nets[name]`` and sync nothing."""
+        return self.wrappers.get(name, self.nets[name])
 
     def to_layout(self, batch: torch.Tensor) -> torch.Tensor:
         return (

@@ -74,7 +74,7 @@ class SegmentationTask(Task):
         classes, onehot = self._onehot(batch["labels"])
         self.keep_for_preview(image=image)
         with self.autocast():
-            logits = self.nets["S"](image)
+            logits = self.trained("S")(image)
         logits = logits.float()
         probs = logits.softmax(1)
         loss_d = critic_step(self, "D", torch.cat([image, onehot], 1),

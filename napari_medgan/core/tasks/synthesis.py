@@ -48,14 +48,13 @@ class SynthesisTask(Task):
     def noise(self, n: int, seed: int | None = None) -> torch.Tensor:
         """Latent vectors; with ``seed`` independent of the training stream (and of the device)."""
         if seed is None:
-            return torch.randn(
-                n, self.config.model.latent_dim, generator=self.rng, device=self.device
-            )
+            return self.world.share(lambda k: torch.randn(
+                k, self.config.model.latent_dim, generator=self.rng, device=self.device), n)
         cpu = torch.Generator().manual_seed(seed)
         return torch.randn(n, self.config.model.latent_dim, generator=cpu).to(self.device)
 
     def train_step(self, next_batch: NextBatch, step: int) -> dict[str, torch.Tensor]:
-        G, D = self.nets["G"], self.nets["D"]
+        G, D = self.trained("G"), self.trained("D")
         kind = self.config.loss
         for _ in range(self.n_critic):
             real = self.to_layout(next_batch()["image"])
@@ -70,7 +69,7 @@ class SynthesisTask(Task):
             loss_d.backward()
             self.optimizers["D"].step()
         with self.autocast():
-            loss_g = generator_loss(kind, D(G(self.noise(real.shape[0]))))
+            loss_g = generator_loss(kind, self.nets["D"](G(self.noise(real.shape[0]))))
         self.optimizers["G"].zero_grad(set_to_none=True)
         loss_g.backward()
         self.optimizers["G"].step()
