@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="resample targets, labels and masks onto their volume's grid")
     train.add_argument("--patch", type=int, help="cubic patch size (power of two, default 32)")
     train.add_argument("--steps", type=int, help="total training steps (default 200)")
-    train.add_argument("--batch", type=int, help="patches per step (default 8)")
+    train.add_argument("--batch", type=int, help="patches per step, over all processes (default 8)")
     train.add_argument(
         "--out", required=True, metavar="CKPT_DIR", help="checkpoint folder to write"
     )
@@ -261,14 +261,18 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 
 def _stop_handler(stop: threading.Event):
-    """First Ctrl-C / SIGTERM: stop at the next step with a checkpoint; second: abort."""
+    """First Ctrl-C / SIGTERM: stop at the next step with a checkpoint; a second Ctrl-C:
+    abort. A repeated SIGTERM changes nothing: schedulers send it to every process of a
+    job, and under torchrun the launcher passes its own on as well."""
 
     def handle(signum, frame):
         if stop.is_set():
-            raise KeyboardInterrupt
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
         stop.set()
         print(
-            "\nmedgan: stopping after this step (checkpoint follows); again to abort",
+            "\nmedgan: stopping after this step (checkpoint follows); Ctrl-C again to abort",
             file=sys.stderr,
         )
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from .errors import ConfigError, DeviceError
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,13 @@ def join(device: torch.device) -> World:
     import torch.distributed as dist
 
     if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if local >= torch.cuda.device_count():
+            raise DeviceError(
+                f"Process {local} of this machine needs GPU cuda:{local}, but there are "
+                f"{torch.cuda.device_count()}; start at most one process per GPU "
+                "(--nproc / --nproc_per_node).")
+        device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")

