@@ -34,8 +34,8 @@ def steps_per_s(args, nproc: int, folder: Path, threads: int | None = None) -> f
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
                "-m", "napari_medgan.cli", "train", "--config", str(config),
                "--data", real_volume_file(), "--steps", str(args.warmup + args.steps + 1),
-               "--out", str(folder / f"ckpt{nproc}"), "--events", "jsonl"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+               "--out", str(folder / f"ckpt-{nproc}-{threads}"), "--events", "jsonl"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=dict(os.environ, PYTHONUNBUFFERED="1",
                                      **({"OMP_NUM_THREADS": str(threads)} if threads else {})))
     started = None
@@ -47,7 +47,7 @@ def steps_per_s(args, nproc: int, folder: Path, threads: int | None = None) -> f
             rate = args.steps / (time.perf_counter() - started)
             proc.wait()
             return rate
-    raise RuntimeError(f"the {nproc}-process run ended early (exit {proc.wait()})")
+    raise RuntimeError(f"the {nproc}-process run ended early: {proc.stderr.read()}")
 
 
 def main() -> None:
