@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="resample targets, labels and masks onto their volume's grid")
     train.add_argument("--patch", type=int, help="cubic patch size (power of two, default 32)")
     train.add_argument("--steps", type=int, help="total training steps (default 200)")
-    train.add_argument("--batch", type=int, help="patches per step (default 8)")
+    train.add_argument("--batch", type=int, help="patches per step, over all processes (default 8)")
     train.add_argument(
         "--out", required=True, metavar="CKPT_DIR", help="checkpoint folder to write"
     )
@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="the same, for the --target volumes")
     train.add_argument("--events", choices=("jsonl",), help="print JSON-lines events on stdout")
     train.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    train.add_argument("--nproc", type=int, metavar="N",
+                       help="train on N processes of this machine (torchrun; one per GPU); "
+                            "--batch is the global batch")
 
     synth = commands.add_parser("synthesize", help="synthesize new patches from a checkpoint")
     synth.add_argument("checkpoint", metavar="CKPT_DIR")
@@ -126,7 +129,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    args.argv = argv
     from .core.errors import MedGANError
 
     warnings.simplefilter("default")
@@ -157,9 +162,10 @@ def _interrupt(signum, frame) -> None:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    from .core import api
     from .core.errors import MedGANWarning
 
-    if issubclass(category, MedGANWarning):
+    if issubclass(category, MedGANWarning) and api.is_main_process():
         print(f"medgan: warning: {message}", file=sys.stderr)
 
 
@@ -203,6 +209,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .core import api
 
     config = _train_config(args)
+    if args.nproc is not None:
+        return _launch(args)
     out = Path(args.out)
     events = api.train(config, out, resume=args.resume, overwrite=args.overwrite,
                        stop=(stop := threading.Event()))
@@ -215,7 +223,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         sig: signal.signal(sig, _stop_handler(stop)) for sig in (signal.SIGINT, signal.SIGTERM)
     }
     try:
-        if args.events == "jsonl":
+        if not api.is_main_process():  # under torchrun rank 0 alone reports
+            last = [event.kind for event in events][-1]
+        elif args.events == "jsonl":
             last = _print_events(events, out)
         else:
             last = _progress_bar(events)
@@ -225,15 +235,52 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return EXIT_STOPPED if last == "stopped" else 0
 
 
+def _launch(args: argparse.Namespace) -> int:
+    """``train --nproc N``: the same command on N processes through torchrun's launcher,
+    its outcome mapped onto this command's exit codes."""
+    from .core import api
+    from .core.errors import ConfigError
+
+    if args.nproc < 1:
+        raise ConfigError(f"--nproc must be at least 1, got {args.nproc}.")
+    code = api.launch_training(args.nproc, _without_nproc(args.argv))
+    if code is None:  # the launcher was stopped: it passed the signal on, rank 0 saved
+        print("medgan: stopped; the processes wrote their checkpoint", file=sys.stderr)
+        return EXIT_STOPPED
+    if code not in (0, EXIT_USER_ERROR, EXIT_STOPPED, EXIT_ABORTED):  # those said why
+        how = f"was killed by signal {-code}" if code < 0 else f"failed with exit code {code}"
+        print(f"medgan: error: a training process {how}; the launcher stopped the others",
+              file=sys.stderr)
+        return 1
+    return code
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line minus ``--nproc N`` (given as two words or as ``--nproc=N``)."""
+    kept, skip = [], False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "--nproc":
+            skip = True
+        elif not word.startswith("--nproc="):
+            kept.append(word)
+    return kept
+
+
 def _stop_handler(stop: threading.Event):
-    """First Ctrl-C / SIGTERM: stop at the next step with a checkpoint; second: abort."""
+    """First Ctrl-C / SIGTERM: stop at the next step with a checkpoint; a second Ctrl-C:
+    abort. A repeated SIGTERM changes nothing: schedulers send it to every process of a
+    job, and under torchrun the launcher passes its own on as well."""
 
     def handle(signum, frame):
         if stop.is_set():
-            raise KeyboardInterrupt
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
         stop.set()
         print(
-            "\nmedgan: stopping after this step (checkpoint follows); again to abort",
+            "\nmedgan: stopping after this step (checkpoint follows); Ctrl-C again to abort",
             file=sys.stderr,
         )
 

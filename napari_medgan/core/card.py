@@ -68,6 +68,8 @@ class Card(_Head, total=False):
     # image + label pairs (#10): a synthesis model that draws label maps with its patches
     generates_labels: bool
     class_names: list[str]
+    # distributed training (#11): how many processes shared the global batch
+    processes: int
 
 
 #: what a card needs for its model to be loaded (api.load_model)
@@ -82,6 +84,7 @@ RANGES = {
     (Card, "label_values"): Range(0),
     (Card, "spacing"): Range(0, low_inclusive=False),
     (Card, "seed"): Range(0),
+    (Card, "processes"): Range(1),  # distributed training (#11)
     (NetRecord, "parameters"): Range(0),
     (DataSummary, "shapes"): Range(1),
     (DataSummary, "spacings"): Range(0, low_inclusive=False),

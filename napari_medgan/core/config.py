@@ -82,7 +82,7 @@ class TrainConfig:
     """The optimisation: steps, losses, device and bookkeeping."""
 
     steps: int = 200
-    batch_size: int = 8
+    batch_size: int = 8  # the global batch: split over the processes of a distributed run
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)

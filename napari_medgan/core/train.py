@@ -27,6 +27,7 @@ from .data.normalize import IntensityNormalization, denormalize
 from .data.task_data import BatchSource, TaskData, load_task_data
 from .data.volume import Volume
 from .device import out_of_memory_advice, resolve_device
+from .distributed import join
 from .errors import ConfigError, MedGANWarning, OutputError, TrainingError
 from .memory import check_memory, plan_memory
 from .output import probe
@@ -92,7 +93,8 @@ def train(
     config's paths for those roles; the card names them by their ``name``.
     """
     config.validate()
-    device = resolve_device(config.train.device)
+    world = join(resolve_device(config.train.device))  # torchrun's processes, else one
+    device = world.device
     resumed = _load_resume(config, resume) if resume else None
     task_class = get_task_class(config.task)
     saved = None
@@ -121,7 +123,7 @@ def train(
     else:
         task = task_class(config, device, channels, data.num_classes)
     task.label_values = data.label_values
-    batches = BatchSource(data, config, device)
+    batches = BatchSource(data, config, device, world)
     step, history = 0, {}
     if resumed:
         task.load_training_state(resumed.training_state, resumed.training_meta["task"])
@@ -131,16 +133,18 @@ def train(
         history = {k: list(v) for k, v in resumed.training_meta.get("history", {}).items()}
     _before_first_step(config, device, task, data,
                        lambda: task_class(config, device, channels, data.num_classes))
-    card = _card(config, task, data)
+    task.distribute(world)
+    card = dict(_card(config, task, data), processes=world.size)
     run = _Run(task, batches, out, card, history, (resumed.path, step) if resumed else None)
-    probe(Path(out).parent, _checkpoint_bytes(task), Path(out))  # before any step is spent
+    if world.is_main:
+        probe(Path(out).parent, _checkpoint_bytes(task), Path(out))  # before any step is spent
 
     total = config.train.steps
     yield TrainEvent("start", step, total, message="; ".join(notes))
     started, first_step = time.perf_counter(), step
     with out_of_memory_advice(device, config.model.patch_size, config.train.batch_size):
         while step < total:
-            if _stop_requested(stop):
+            if world.any(_stop_requested(stop)):
                 path = run.save(step)
                 yield TrainEvent(
                     "stopped",
@@ -151,17 +155,14 @@ def train(
                 )
                 return
             step += 1
-            losses = {
-                name: float(value)
-                for name, value in task.train_step(batches, step).items()
-            }
+            losses = world.mean(task.train_step(batches, step))
             bad = [name for name, value in losses.items() if not math.isfinite(value)]
             if bad:
                 raise TrainingError(run.divergence_message(step, bad))
             run.record(losses)
             rate = (step - first_step) / max(time.perf_counter() - started, 1e-9)
             event = TrainEvent("step", step, total, losses, rate, (total - step) / max(rate, 1e-9))
-            if step % config.train.preview_every == 0 or step == total:
+            if world.is_main and (step % config.train.preview_every == 0 or step == total):
                 event.preview = run.preview_volume()
             if step % config.train.checkpoint_every == 0 and step < total:
                 event.checkpoint = str(run.save(step))
@@ -257,6 +258,10 @@ class _Run:
         return Volume(patch, patch_affine(self.card), name="preview")
 
     def save(self, step: int) -> Path:
+        """Write the checkpoint; among several processes only rank 0 does, the others
+        (holding the same weights and random state) return where it is written."""
+        if not self.task.world.is_main:
+            return self.out
         self.task.before_save()
         tensors, task_meta = self.task.training_state()
         tensors.update({f"sampler.{k}": v for k, v in self.batches.state_dict().items()})

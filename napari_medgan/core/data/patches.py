@@ -26,6 +26,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from ..distributed import World
 from ..errors import ConfigError, DataError
 
 SAMPLER_KINDS = ("device", "queue")
@@ -94,7 +95,8 @@ class DevicePatchSampler:
     With masks, only corners whose patch centre (corner + ``p // 2``, torchio's
     convention) lies in the mask are drawn; those corners are listed once up front.
     The sampler's own generator makes batches a function of the seed alone, and its
-    state is all :meth:`state_dict` needs for an exact resume.
+    state is all :meth:`state_dict` needs for an exact resume. Among a ``world`` of
+    processes, each draws the corners of the global batch and cuts its own share of them.
     """
 
     _SLICE_VOXELS = 8192  # below torch's parallel grain size (32768), but not tiny
@@ -109,9 +111,11 @@ class DevicePatchSampler:
         seed: int,
         masks: list[torch.Tensor] | None = None,
         mask_share: float = 1.0,
+        world: World | None = None,
     ) -> None:
         _check_inputs(volumes, patch_size, batch_size, masks)
         self.device = torch.device(device)
+        self.world = world or World(device=self.device)
         self.mask_share = float(mask_share)
         self.patch_size = p = int(patch_size)
         self.batch_size = int(batch_size)
@@ -182,9 +186,9 @@ class DevicePatchSampler:
         count = torch.tensor(counts, dtype=torch.int64, device=self.device)
         return torch.cat(found), torch.cumsum(count, 0) - count, count
 
-    def _draw_corners(self) -> torch.Tensor:
-        """Buffer offset of each sample's patch corner (volume uniform, then corner)."""
-        b, g = self.batch_size, self._generator
+    def _draw_corners(self, b: int) -> torch.Tensor:
+        """Buffer offset of each of ``b`` patch corners (volume uniform, then corner)."""
+        g = self._generator
         v = torch.randint(self.num_volumes, (b,), generator=g, device=self.device)
         # Uniform integers below n as a huge random integer modulo n: the bias is < 2**-50.
         if self._candidates is not None:
@@ -201,7 +205,8 @@ class DevicePatchSampler:
 
     def next_batch(self) -> torch.Tensor:
         """Cut ``batch_size`` random patches with one gather on the device."""
-        index = (self._draw_corners()[:, None] + self._slice_steps).reshape(-1)
+        corners = self.world.share(self._draw_corners, self.batch_size)
+        index = (corners[:, None] + self._slice_steps).reshape(-1)
         p = self.patch_size
         return self._slices.index_select(0, index).view(self.batch_size, self.channels, p, p, p)
 
@@ -312,17 +317,28 @@ def make_patch_sampler(
     samples_per_volume: int = 16,
     queue_length: int = 256,
     pin_memory: bool = False,
+    world: World | None = None,
 ) -> PatchSampler:
     """The sampler ``DataConfig.sampler`` names: ``"device"`` or ``"queue"``.
 
     ``mask_share``: the share of patches centred in the mask; the rest are drawn
     anywhere (device) or centred outside the mask (queue, torchio's LabelSampler).
     ``pin_memory``: the queue's batches in page-locked memory (faster copies to a GPU).
+    ``batch_size`` is this process's share of the batch. Among a ``world`` of processes
+    the device sampler cuts each its share of one global draw; the queue, whose host-side
+    cutting would be repeated, gets each process its own volumes when there are at least
+    as many as processes, and its own random stream (``seed + rank``).
     """
     if kind == "device":
         return DevicePatchSampler(volumes, patch_size, batch_size, device=device, seed=seed,
-                                  masks=masks, mask_share=mask_share)
+                                  masks=masks, mask_share=mask_share, world=world)
     if kind == "queue":
+        if world is not None and world.size > 1:
+            if len(volumes) >= world.size:
+                mine = slice(world.rank, None, world.size)
+                volumes, affines = volumes[mine], list(affines)[mine]
+                masks = masks[mine] if masks is not None else None
+            seed += world.rank
         return QueuePatchSampler(volumes, patch_size, batch_size, affines=affines, seed=seed,
                                  masks=masks, mask_share=mask_share,
                                  samples_per_volume=samples_per_volume,

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..config import Config
+from ..distributed import World
 from ..errors import ConfigError, DataError
 from ..speed import pin_host_batches
 from .dataset import load_training_volumes
@@ -171,11 +172,13 @@ def hole_mask(volume: Volume, source: object) -> torch.Tensor:
 class BatchSource:
     """Named patch batches for a task: ``{"image": (B, C, p, p, p), "target": ..., ...}``."""
 
-    def __init__(self, data: TaskData, config: Config, device: torch.device) -> None:
-        d, p, b, seed = config.data, config.model.patch_size, config.train.batch_size, \
-            config.train.seed
+    def __init__(self, data: TaskData, config: Config, device: torch.device,
+                 world: World | None = None) -> None:
+        world = world or World(device=device)
+        d, p, seed = config.data, config.model.patch_size, config.train.seed
+        b = world.per_process(config.train.batch_size)
         options = dict(samples_per_volume=d.samples_per_volume, queue_length=d.queue_length,
-                       pin_memory=pin_host_batches(config, device))
+                       pin_memory=pin_host_batches(config, device), world=world)
         stacked = [role for role in ROLE_ORDER if role in data.roles
                    and not (role == "target" and "target" in data.affines)]
         self.split = [(role, data.roles[role][0].shape[0]) for role in stacked]

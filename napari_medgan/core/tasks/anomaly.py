@@ -116,7 +116,7 @@ class AnomalyTask(SynthesisTask):
         self.nets["G"].requires_grad_(False)
 
     def encoder_step(self, next_batch: NextBatch) -> dict[str, torch.Tensor]:
-        E, G, D = self.nets["E"], self.nets["G_ema"], self.nets["D"]
+        E, G, D = self.trained("E"), self.nets["G_ema"], self.nets["D"]
         G.eval()  # a preview may have put it back in training mode
         real = self.to_layout(next_batch()["image"])
         with self.autocast():

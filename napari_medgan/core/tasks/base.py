@@ -22,6 +22,7 @@ from ..checkpoint import (
 from ..config import Config
 from ..data.task_data import TaskNeeds
 from ..data.volume import Volume
+from ..distributed import World
 from ..losses import r1_penalty
 from ..speed import fused_adam
 
@@ -59,6 +60,8 @@ class Task:
         self.nets: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.preview_input: dict[str, torch.Tensor] | None = None  # see keep_for_preview
+        self.world = World(device=device)  # see distribute
+        self.wrappers: dict[str, nn.Module] = {}
         # no Generator lives on the meta device, where restore() sizes the nets
         self.rng = torch.Generator(device="cpu" if device.type == "meta" else device)
         self.rng.manual_seed(config.train.seed)
@@ -80,6 +83,20 @@ class Task:
         return torch.optim.Adam(self.nets[net].parameters(), lr=lr,
                                 betas=self.config.train.betas,
                                 fused=fused_adam(self.config, self.device))
+
+    def distribute(self, world: World) -> None:
+        """Train among ``world``'s processes: each net an optimiser trains (and whose weights
+        still learn) gets its own DDP wrapper; random draws take this process's share."""
+        self.world = world
+        if world.size > 1:
+            self.wrappers = {name: world.wrap(self.nets[name]) for name in self.optimizers
+                             if any(p.requires_grad for p in self.nets[name].parameters())}
+
+    def trained(self, name: str) -> nn.Module:
+        """The module a train step calls where ``name``'s own loss is minimised: its DDP
+        wrapper in a distributed run. Elsewhere (a critic judging a generator's output, whose
+        gradients there are thrown away) steps call ``self.nets[name]`` and sync nothing."""
+        return self.wrappers.get(name, self.nets[name])
 
     def to_layout(self, batch: torch.Tensor) -> torch.Tensor:
         return (

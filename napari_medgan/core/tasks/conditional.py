@@ -39,7 +39,7 @@ def critic_step(task: Task, critic: str, real: torch.Tensor, fake: torch.Tensor)
     With ``wgan-gp`` the gradient penalty is added (one critic step per generator step
     here, as conditional GANs usually train).
     """
-    D = task.nets[critic]
+    D = task.trained(critic)
     fake = fake.detach()
     with task.autocast():
         loss = discriminator_loss(task.config.loss, D(real), D(fake))

@@ -69,7 +69,7 @@ class CycleTask(Task):
         batch = next_batch()
         a, b = self.to_layout(batch["image"]), self.to_layout(batch["target"])
         self.keep_for_preview(image=a)
-        G_AB, G_BA = self.nets["G_AB"], self.nets["G_BA"]
+        G_AB, G_BA = self.trained("G_AB"), self.trained("G_BA")
         train = self.config.train
         with self.autocast():
             fake_b, fake_a = G_AB(a), G_BA(b)

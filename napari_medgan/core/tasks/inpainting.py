@@ -67,11 +67,11 @@ class InpaintingTask(Task):
         """G's input: the image with the hole set to ``HOLE_FILL``, and the mask channel."""
         return torch.cat([image * (1 - mask) + HOLE_FILL * mask, mask], 1)
 
-    def complete(self, image: torch.Tensor,
-                 mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def complete(self, image: torch.Tensor, mask: torch.Tensor,
+                 G: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """The composite (G's fill inside the hole, the image elsewhere) and the raw fill."""
         with self.autocast():
-            fill = self.nets["G"](self.to_layout(self.blank(image, mask)))
+            fill = G(self.to_layout(self.blank(image, mask)))
         return image * (1 - mask) + fill.float() * mask, fill.float()
 
     def train_step(self, next_batch: NextBatch, step: int) -> dict[str, torch.Tensor]:
@@ -79,10 +79,11 @@ class InpaintingTask(Task):
         real = self.to_layout(batch["image"])
         mask = batch.get("mask")
         if mask is None:
-            mask = self.random_holes(real.shape[0], real.shape[-1])
+            mask = self.world.share(lambda n: self.random_holes(n, real.shape[-1]),
+                                    real.shape[0])
         mask = self.to_layout((mask > 0).to(real.dtype))
         self.keep_for_preview(image=real, mask=mask)
-        composite, fill = self.complete(real, mask)
+        composite, fill = self.complete(real, mask, self.trained("G"))
         loss_d = critic_step(self, "D", torch.cat([real, mask], 1),
                              torch.cat([composite, mask], 1))
         error = (fill - real).abs()
@@ -102,7 +103,7 @@ class InpaintingTask(Task):
     def predict(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         image = self.to_layout(inputs["image"])
         mask = self.to_layout((inputs["mask"] > 0).to(image.dtype))
-        return self.complete(image, mask)[0]
+        return self.complete(image, mask, self.nets["G"])[0]
 
     def finish(self, output: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Re-composite the blended volume: outside the mask, exactly the (normalised) input."""

@@ -99,7 +99,7 @@ class SegmentationTask(Task):
         classes, onehot = self.class_onehot(batch["labels"])
         self.keep_for_preview(image=image)
         with self.autocast():
-            logits = self.nets["S"](image)
+            logits = self.trained("S")(image)
         logits = logits.float()
         probs = logits.softmax(1)
         dice_loss = soft_dice_loss(probs, onehot)

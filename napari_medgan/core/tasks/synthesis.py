@@ -55,14 +55,13 @@ class SynthesisTask(Task):
     def noise(self, n: int, seed: int | None = None) -> torch.Tensor:
         """Latent vectors; with ``seed`` independent of the training stream (and of the device)."""
         if seed is None:
-            return torch.randn(
-                n, self.config.model.latent_dim, generator=self.rng, device=self.device
-            )
+            return self.world.share(lambda k: torch.randn(
+                k, self.config.model.latent_dim, generator=self.rng, device=self.device), n)
         cpu = torch.Generator().manual_seed(seed)
         return torch.randn(n, self.config.model.latent_dim, generator=cpu).to(self.device)
 
     def train_step(self, next_batch: NextBatch, step: int) -> dict[str, torch.Tensor]:
-        G, D = self.nets["G"], self.nets["D"]
+        G, D = self.trained("G"), self.trained("D")
         kind = self.config.loss
         for critic_step in range(self.n_critic):
             real = self.real_batch(next_batch())
@@ -79,7 +78,8 @@ class SynthesisTask(Task):
             loss_d.backward()
             self.optimizers["D"].step()
         with self.autocast():
-            loss_g = generator_loss(kind, D(self.augment(G(self.noise(real.shape[0])))))
+            fake = self.augment(G(self.noise(real.shape[0])))
+            loss_g = generator_loss(kind, self.nets["D"](fake))  # D judges: no sync
         self.optimizers["G"].zero_grad(set_to_none=True)
         loss_g.backward()
         self.optimizers["G"].step()

@@ -33,9 +33,8 @@ class TranslationTask(Task):
         batch = next_batch()
         a, b = self.to_layout(batch["image"]), self.to_layout(batch["target"])
         self.keep_for_preview(image=a)
-        G = self.nets["G"]
         with self.autocast():
-            fake = G(a)
+            fake = self.trained("G")(a)
         loss_d = critic_step(self, "D", torch.cat([a, b], 1), torch.cat([a, fake], 1))
         l1 = (fake.float() - b).abs().mean()
         loss_g = adversarial(self, "D", torch.cat([a, fake], 1)) + self.config.train.l1_weight * l1
