@@ -9,7 +9,7 @@ import torch
 
 from napari_medgan.core import api
 from napari_medgan.core.checkpoint import CARD_FILE
-from napari_medgan.core.errors import CheckpointError
+from napari_medgan.core.errors import CheckpointError, DataError
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +81,21 @@ def test_evaluate_says_when_training_files_are_gone(trained, real_dir, tmp_path)
     assert "memorisation_fraction_suspiciously_close" not in report
     assert "c2st_auc_vs_training" not in report and "c2st_auc_vs_held_out" in report
     assert "not on disk" in report["notes"][0] and "realism" in report["notes"][0]
+
+
+def test_evaluate_takes_training_patches_inside_the_masks_on_the_card(trained, real_dir,
+                                                                     tmp_path):
+    from napari_medgan.core.data.io import read_volume, write_volume
+
+    empty = read_volume(real_dir / "t1_a.nii.gz")
+    empty.tensor.zero_()
+    mask = write_volume(empty, tmp_path / "t1_a_mask.nii.gz")
+    edited = _edited_copy(trained["mr"], tmp_path,
+                          lambda card: card["data"].update(masks=[str(mask)]))
+    with pytest.raises(DataError, match="mask .* is empty"):  # the card's mask is read
+        api.evaluate(edited, [real_dir / "t1_b.nii.gz"], n=8)
+    mask.unlink()  # a mask that is gone: the whole training volume, as before
+    assert "c2st_auc_vs_training" in api.evaluate(edited, [real_dir / "t1_b.nii.gz"], n=8)
 
 
 def _edited_copy(source, tmp_path, edit):
