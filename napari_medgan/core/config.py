@@ -25,6 +25,8 @@ TASK_LOSSES = {"anomaly": "wgan-gp", "cycle": "lsgan"}
 Augmentation = Literal["intensity", "flip", "translation", "cutout"]
 # the tasks whose nets are the DCGAN pair, where those switches act
 DCGAN_TASKS = ("synthesis", "anomaly")
+# train.r1_weight when not set: what bench/bench_quality.py measured to pay (bench/README.md)
+TASK_R1_WEIGHTS = {"synthesis": 1.0}
 
 
 @dataclass
@@ -105,7 +107,8 @@ class TrainConfig:
     # data-efficient training (#10)
     # DiffAugment of D's inputs, real and fake: any of intensity, flip, translation, cutout
     diff_augment: list[Augmentation] = field(default_factory=list)
-    r1_weight: float = 0.0  # γ of the R1 penalty on D's real inputs; 0: off
+    # γ of the R1 penalty on D's real inputs; 0: off; None: the task's own (TASK_R1_WEIGHTS)
+    r1_weight: float | None = None
     r1_every: int = 1  # lazy R1: every this many D steps, weighted by it
     # segmentation critic (#10): opt-in, as at short budgets it cost Dice (bench/README.md)
     segmentation_critic: bool = False  # segmentation: add the adversarial critic's term
@@ -168,7 +171,7 @@ class Config:
             )
         asked = [name for name, used in (
             ("train.diff_augment", bool(self.train.diff_augment)),
-            ("train.r1_weight", self.train.r1_weight > 0),
+            ("train.r1_weight", bool(self.train.r1_weight)),
             ("model.g_residual", self.model.g_residual),
             ("model.d_residual", self.model.d_residual)) if used]
         if asked and self.task not in DCGAN_TASKS:
@@ -176,7 +179,7 @@ class Config:
                 f"{where}{asked[0]} applies to the DCGAN tasks ({', '.join(DCGAN_TASKS)}) "
                 f"only, not to task {self.task!r}; leave it at its default."
             )
-        if self.train.r1_weight > 0 and self.loss == "wgan-gp":
+        if self.train.r1_weight and self.loss == "wgan-gp":
             raise ConfigError(
                 f"{where}train.r1_weight can't be used with the wgan-gp loss, whose gradient "
                 "penalty already constrains the critic; set r1_weight: 0 or use another loss."
@@ -212,6 +215,14 @@ class Config:
         if self.train.loss != "auto":
             return self.train.loss
         return TASK_LOSSES.get(self.task, "nonsaturating")
+
+    @property
+    def r1_weight(self) -> float:
+        """γ of the R1 penalty: ``train.r1_weight``, or the task's own when not set (none
+        with the wgan-gp loss, whose gradient penalty already constrains the critic)."""
+        if self.train.r1_weight is not None:
+            return self.train.r1_weight
+        return 0.0 if self.loss == "wgan-gp" else TASK_R1_WEIGHTS.get(self.task, 0.0)
 
     @property
     def d_norm(self) -> str:

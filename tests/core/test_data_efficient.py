@@ -48,11 +48,25 @@ def test_a_run_with_every_switch_on_trains_saves_loads_and_synthesizes(tiny_conf
     assert not torch.equal(patches[0].tensor, patches[1].tensor)
 
 
-def test_each_switch_changes_training_and_the_defaults_change_nothing(tiny_config, tmp_path):
-    plain = step_losses(tiny_config(), tmp_path / "plain")
+def test_each_switch_changes_training_and_synthesis_defaults_to_r1(tiny_config, tmp_path):
+    plain = step_losses(tiny_config(r1_weight=0.0), tmp_path / "plain")
     assert plain == step_losses(tiny_config(diff_augment=[], r1_weight=0.0), tmp_path / "same")
     for name, value in (("diff_augment", ["translation"]), ("r1_weight", 10.0)):
-        assert step_losses(tiny_config(**{name: value}), tmp_path / name) != plain, name
+        switched = tiny_config(**{"r1_weight": 0.0, name: value})
+        assert step_losses(switched, tmp_path / name) != plain, name
+    # not set: synthesis's measured default, R1 with γ = 1 (bench/README.md)
+    default = step_losses(tiny_config(), tmp_path / "default")
+    assert default == step_losses(tiny_config(r1_weight=1.0), tmp_path / "one") != plain
+
+
+def test_the_r1_default_is_synthesis_only_and_never_with_wgan_gp():
+    config = api.Config()
+    assert config.train.r1_weight is None and config.r1_weight == 1.0
+    config.task = "anomaly"  # wgan-gp: its own gradient penalty
+    assert config.r1_weight == 0.0
+    config.task = "segmentation"
+    config.validate()  # an unset R1 weight is no switch a conditional task refuses
+    assert config.r1_weight == 0.0
 
 
 def test_a_checkpoint_from_before_the_switches_loads_with_plain_nets(tiny_config, tmp_path):

@@ -127,11 +127,13 @@ class Task:
 
     def r1_term(self, critic: nn.Module, real: torch.Tensor, critic_step: int) -> torch.Tensor:
         """γ/2 · R1 on the critic's real input, every ``train.r1_every`` critic steps (counted
-        from 0) and then weighted by it (lazy regularisation); 0 when ``train.r1_weight`` is 0."""
+        from 0) and then weighted by it (lazy regularisation); 0 when the R1 weight is 0
+        (``Config.r1_weight``: synthesis's default is on)."""
         train = self.config.train
-        if train.r1_weight == 0 or critic_step % train.r1_every:
+        weight = self.config.r1_weight
+        if weight == 0 or critic_step % train.r1_every:
             return torch.zeros((), device=real.device)
-        return 0.5 * train.r1_weight * train.r1_every * r1_penalty(critic, real.float())
+        return 0.5 * weight * train.r1_every * r1_penalty(critic, real.float())
 
     def train_step(self, next_batch: NextBatch, step: int) -> dict[str, torch.Tensor]:
         """One optimisation step; returns the losses (0-d tensors, checked for NaN by the loop).
