@@ -183,14 +183,30 @@ def test_fused_adam_follows_the_config_also_on_resume(tiny_config):
     assert moments and all(m.abs().sum() > 0 for m in moments)  # the saved state was loaded
 
 
-def test_the_compile_switch_compiles_the_nets_in_place(tiny_config):
-    """Only the wiring: a compiled tiny run's first step took 277 s on the 2-core CPU
-    (inductor compiling G and D), too slow for a test; see bench/README.md."""
-    from napari_medgan.core.speed import compile_nets
-    from napari_medgan.core.tasks.synthesis import SynthesisTask
+COMPILE_CHECK = """
+import sys, torch
+from napari_medgan.core.config import load_config
+from napari_medgan.core.speed import compile_nets
+from napari_medgan.core.tasks.synthesis import SynthesisTask
+task = SynthesisTask(load_config(sys.argv[1]), torch.device("cpu"))
+names = list(task.weights())
+compile_nets(task.config, task.nets)
+assert all(net._compiled_call_impl is not None for net in task.nets.values())
+assert list(task.weights()) == names  # checkpoints keep their weight names
+"""
 
-    task = SynthesisTask(tiny_config(compile=True), torch.device("cpu"))
-    names = list(task.weights())
-    compile_nets(task.config, task.nets)
-    assert all(net._compiled_call_impl is not None for net in task.nets.values())
-    assert list(task.weights()) == names  # checkpoints keep their weight names
+
+def test_the_compile_switch_compiles_the_nets_in_place(tiny_config, tmp_path):
+    """Only the wiring: a compiled tiny run's first step took 277 s on the 2-core CPU
+    (inductor compiling G and D), too slow for a test; see bench/README.md. In a fresh
+    process: inductor reads its templates in the C library's current encoding, which a
+    library loaded by an earlier test in this process was seen to leave at ASCII."""
+    import subprocess
+    import sys
+
+    from napari_medgan.core.config import save_config
+
+    config = save_config(tiny_config(compile=True), tmp_path / "compile.yaml")
+    done = subprocess.run([sys.executable, "-c", COMPILE_CHECK, str(config)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
