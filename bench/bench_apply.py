@@ -18,8 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
 from _common import report
+from safetensors.torch import load_file
 
 CHILD = r"""
 import json, sys, time, torch
@@ -56,7 +56,8 @@ started = time.perf_counter()
 result = run()
 seconds = time.perf_counter() - started
 peak = status("VmHWM")
-torch.save(result, out)
+from safetensors.torch import save_file
+save_file({"output": result.contiguous()}, out)
 print(json.dumps({"seconds": seconds, "peak_mib": peak - before, "shape": list(volume.shape)}))
 """
 
@@ -89,9 +90,9 @@ def main() -> None:
             for blend in args.blends:
                 cases = {}
                 for impl in ("medgan", "monai"):
-                    out = Path(tmp) / f"{impl}.pt"
+                    out = Path(tmp) / f"{impl}.safetensors"
                     cases[impl] = run_case(impl, blend, volume, args, out)
-                    cases[impl]["output"] = torch.load(out)
+                    cases[impl]["output"] = load_file(out)["output"]
                 p = args.patch
                 inner = (slice(None), *[slice(p, -p)] * 3)
                 diff = (cases["medgan"]["output"][inner] - cases["monai"]["output"][inner])
