@@ -32,6 +32,28 @@ def real_volume_file() -> str:
     return str(path)
 
 
+def halves(volume, folder: Path, pattern: str) -> tuple[Path, Path]:
+    """Left and right halves along the first voxel axis, each keeping its place in the world.
+
+    Written once as ``pattern.format(side=...)`` + ``.nii.gz`` in ``folder`` (a file already
+    there is kept, so kept benchmark data is not rewritten).
+    """
+    from napari_medgan.core.data.io import write_volume
+    from napari_medgan.core.data.volume import Volume
+
+    half = volume.spatial_shape[0] // 2
+    paths = []
+    for side, start, stop in (("left", 0, half), ("right", half, volume.spatial_shape[0])):
+        name = pattern.format(side=side)
+        path = folder / f"{name}.nii.gz"
+        if not path.exists():
+            affine = volume.affine.copy()
+            affine[:3, 3] += affine[:3, 0] * start
+            write_volume(Volume(volume.tensor[:, start:stop].clone(), affine, name), path)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
 def report(name: str, header: list[str], rows: list[list], extra: dict) -> None:
     """Print a table and write it as JSON to bench/results/NAME.json."""
     widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=True)]

@@ -20,24 +20,11 @@ from pathlib import Path
 
 import quality_synthesis
 import torch
-from _common import report
+from _common import halves, report
 
 from napari_medgan.core import api
-from napari_medgan.core.data.io import write_volume
 from napari_medgan.core.data.samples import sample_volume
 from napari_medgan.core.data.volume import Volume
-
-
-def halves(volume: Volume, folder: Path, name: str) -> tuple[Path, Path]:
-    """Left and right hemispheres (first voxel axis), each keeping its place in the world."""
-    half = volume.spatial_shape[0] // 2
-    paths = []
-    for side, start, stop in (("left", 0, half), ("right", half, volume.spatial_shape[0])):
-        affine = volume.affine.copy()
-        affine[:3, 3] += affine[:3, 0] * start
-        part = Volume(volume.tensor[:, start:stop].clone(), affine, f"{name}_{side}")
-        paths.append(write_volume(part, folder / f"{name}_{side}.nii.gz", overwrite=True))
-    return paths[0], paths[1]
 
 
 def make_data(folder: Path) -> dict[str, tuple[Path, Path]]:
@@ -47,10 +34,10 @@ def make_data(folder: Path) -> dict[str, tuple[Path, Path]]:
     d, h, w = t1.spatial_shape
     hole[:, d * 3 // 4 - 8:d * 3 // 4 + 8, h // 2 - 8:h // 2 + 8, w // 2 - 8:w // 2 + 8] = 1
     return {
-        "t1": halves(t1, folder, "t1"),
-        "gm": halves(gm, folder, "gm"),
-        "labels": halves(Volume(labels, gm.affine), folder, "labels"),
-        "hole": halves(Volume(hole, t1.affine), folder, "hole"),
+        "t1": halves(t1, folder, "t1_{side}"),
+        "gm": halves(gm, folder, "gm_{side}"),
+        "labels": halves(Volume(labels, gm.affine), folder, "labels_{side}"),
+        "hole": halves(Volume(hole, t1.affine), folder, "hole_{side}"),
     }
 
 

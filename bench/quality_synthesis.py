@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import RESULTS
+from _common import RESULTS, halves
 
 from napari_medgan.core import api
-from napari_medgan.core.data.io import write_volume
 from napari_medgan.core.data.samples import sample_volume
 from napari_medgan.core.data.volume import Volume
 
@@ -53,24 +52,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def halves(volume: Volume, folder: Path, suffix: str = "") -> tuple[Path, Path]:
-    """Left and right halves (first voxel axis), each keeping its place in the world.
-
-    Files ``left{suffix}``, ``right{suffix}``: a mask or label map pairs with its image by name.
-    """
-    half = volume.spatial_shape[0] // 2
-    paths = []
-    for side, start, stop in (("left", 0, half), ("right", half, volume.spatial_shape[0])):
-        affine = volume.affine.copy()
-        affine[:3, 3] += affine[:3, 0] * start
-        part = Volume(volume.tensor[:, start:stop].clone(), affine, f"{side}{suffix}")
-        path = folder / f"{side}{suffix}.nii.gz"
-        if not path.exists():
-            write_volume(part, path)
-        paths.append(path)
-    return paths[0], paths[1]
-
-
 def make_dataset(name: str, folder: Path) -> dict[str, tuple[Path, Path]]:
     """Image, tissue mask and label halves of one shipped volume, written once."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -85,9 +66,9 @@ def make_dataset(name: str, folder: Path) -> dict[str, tuple[Path, Path]]:
     else:
         raise SystemExit(f"unknown dataset {name!r}; use mni152 or ct_head")
     return {
-        "image": halves(image, folder),
-        "mask": halves(Volume(mask.float(), image.affine), folder, "_mask"),
-        "labels": halves(Volume(labels.to(torch.uint8), image.affine), folder, "_labels"),
+        "image": halves(image, folder, "{side}"),
+        "mask": halves(Volume(mask.float(), image.affine), folder, "{side}_mask"),
+        "labels": halves(Volume(labels.to(torch.uint8), image.affine), folder, "{side}_labels"),
     }
 
 
