@@ -104,12 +104,18 @@ def run_and_wait(widget: ModelWidget, start: Callable[[], None]) -> None:
     wait_until(lambda: bool(ended))
 
 
-def synthesize_screenshot(path: Path, checkpoint: Path) -> None:
+def docked_with_checkpoint(widget_class: type, name: str, checkpoint: Path):
+    """A viewer showing the T1, with ``widget_class`` docked and ``checkpoint`` chosen in it."""
     viewer = viewer_with_t1()
-    widget = SynthesizeWidget(viewer)
+    widget = widget_class(viewer)
     widget.setMinimumWidth(440)  # the whole form, nothing cut at the right
-    viewer.window.add_dock_widget(widget, name="Synthesize", area="right")
+    viewer.window.add_dock_widget(widget, name=name, area="right")
     widget.checkpoint.set_path(checkpoint)
+    return viewer, widget
+
+
+def synthesize_screenshot(path: Path, checkpoint: Path) -> None:
+    viewer, widget = docked_with_checkpoint(SynthesizeWidget, "Synthesize", checkpoint)
     widget.count.setValue(4)
     widget.seed.setValue(0)
     widget.device.set_spec("cpu")
@@ -124,11 +130,7 @@ def synthesize_screenshot(path: Path, checkpoint: Path) -> None:
 
 
 def apply_screenshot(path: Path, checkpoint: Path) -> None:
-    viewer = viewer_with_t1()
-    widget = ApplyWidget(viewer)
-    widget.setMinimumWidth(440)  # the whole form, nothing cut at the right
-    viewer.window.add_dock_widget(widget, name="Apply", area="right")
-    widget.checkpoint.set_path(checkpoint)
+    viewer, widget = docked_with_checkpoint(ApplyWidget, "Apply", checkpoint)
     widget.input.setCurrentText(viewer.layers[0].name)
     widget.overlap.setValue(0.25)
     widget.batch.setValue(16)
