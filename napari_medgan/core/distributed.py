@@ -40,6 +40,7 @@ class World:
     rank: int = 0
     size: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    local_size: int = 1  # the processes on this machine, which share its RAM
 
     @property
     def is_main(self) -> bool:
@@ -117,7 +118,8 @@ def join(device: torch.device) -> World:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         atexit.register(dist.destroy_process_group)
-    return World(dist.get_rank(), dist.get_world_size(), device)
+    return World(dist.get_rank(), dist.get_world_size(), device,
+                 int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def launch_training(nproc: int, cli_args: list[str]) -> int | None:

@@ -44,13 +44,19 @@ PROBE_BATCHES = (1, 2)  # the batch sizes of the dry steps
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    """A step's memory on ``device``: ``fixed + per_patch * batch`` bytes."""
+    """A step's memory in one process on ``device``: ``fixed + per_patch * batch`` bytes.
+
+    Under torchrun, ``batch_size`` is this process's share of the global batch of
+    ``processes`` processes, and ``available`` this process's share of the memory: on the
+    CPU the processes of one machine share its RAM.
+    """
 
     device: torch.device
     fixed: int
     per_patch: int
     batch_size: int
     available: int | None  # None: this system doesn't say
+    processes: int = 1
 
     @property
     def step_bytes(self) -> int:
@@ -151,19 +157,23 @@ def available_bytes(device: torch.device) -> int | None:
 
 
 def plan_memory(config: Config, make_task: Callable[[], object],
-                roles: dict[str, list[torch.Tensor]], device: torch.device) -> MemoryPlan:
-    """Measure dry steps at :data:`PROBE_BATCHES` and extrapolate to the config's batch.
+                roles: dict[str, list[torch.Tensor]], device: torch.device, *,
+                processes: int = 1, sharing: int = 1) -> MemoryPlan:
+    """Measure dry steps at :data:`PROBE_BATCHES` and extrapolate to one process's batch.
 
     ``make_task()`` builds a fresh task like the one that will train (its weights and
-    optimiser states are thrown away); ``roles``: the training volumes by role.
+    optimiser states are thrown away); ``roles``: the training volumes by role;
+    ``processes``: how many share the global batch; ``sharing``: how many of them share
+    this device's memory (on the CPU, those on this machine).
     """
     patches = _sample_patches(roles, config.model.patch_size, device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         small, large = (_step_bytes(make_task, patches, b, device) for b in PROBE_BATCHES)
     per_patch = max(0, (large - small) // (PROBE_BATCHES[1] - PROBE_BATCHES[0]))
     fixed = max(0, small - per_patch * PROBE_BATCHES[0])
-    return MemoryPlan(device, fixed, per_patch, config.train.batch_size,
-                      available_bytes(device))
+    available = available_bytes(device)
+    return MemoryPlan(device, fixed, per_patch, config.train.batch_size // processes,
+                      None if available is None else available // sharing, processes)
 
 
 def _size(nbytes: float) -> str:
@@ -178,10 +188,10 @@ def check_memory(plan: MemoryPlan, config: Config) -> None:
     """Refuse a plan that doesn't fit, saying what would (ConfigError)."""
     if plan.fits(plan.batch_size):
         return
-    patch, batch = config.model.patch_size, plan.batch_size
+    patch, batch, processes = config.model.patch_size, plan.batch_size, plan.processes
     tips = []
-    largest = plan.largest_batch()
-    if largest >= 1:
+    largest = plan.largest_batch() * processes  # the global batch, as --batch means it
+    if largest >= processes:
         tips.append(f"a batch of at most {largest} (--batch {largest})")
     if patch > 8:
         tips.append(f"a smaller patch (--patch {patch // 2})")
@@ -189,9 +199,12 @@ def check_memory(plan: MemoryPlan, config: Config) -> None:
         tips.append("model.activation_checkpointing: true")
     if plan.device.type == "cuda" and not config.train.amp:
         tips.append("bf16 autocast (train.amp: true)")
+    each = "" if processes == 1 else (
+        f" per process (the global batch {batch * processes} over {processes} processes)")
     raise ConfigError(
-        f"Training with patch {patch}³ and batch {batch} would need about "
+        f"Training with patch {patch}³ and batch {batch}{each} would need about "
         f"{_size(plan.step_bytes)} per step on {plan.device} ({_size(plan.per_patch)} per "
         f"patch of the batch plus {_size(plan.fixed)}), but only "
-        f"{_size(plan.available)} is available; try {', or '.join(tips)}."
+        f"{_size(plan.available)} is available{' to each' if processes > 1 else ''}; "
+        f"try {', or '.join(tips)}."
     )

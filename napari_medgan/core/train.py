@@ -27,7 +27,7 @@ from .data.normalize import IntensityNormalization, denormalize
 from .data.task_data import BatchSource, TaskData, load_task_data
 from .data.volume import Volume
 from .device import out_of_memory_advice, resolve_device
-from .distributed import join
+from .distributed import World, join
 from .errors import ConfigError, MedGANWarning, OutputError, TrainingError
 from .memory import check_memory, plan_memory
 from .output import probe
@@ -131,7 +131,7 @@ def train(
                                  resumed.training_state.items() if k.startswith("sampler.")})
         step = resumed.card["step"]
         history = {k: list(v) for k, v in resumed.training_meta.get("history", {}).items()}
-    _before_first_step(config, device, task, data,
+    _before_first_step(config, world, task, data,
                        lambda: task_class(config, device, channels, data.num_classes))
     task.distribute(world)
     card = dict(_card(config, task, data), processes=world.size)
@@ -171,12 +171,15 @@ def train(
     yield TrainEvent("done", step, total, checkpoint=str(path), message=f"finished {step} steps")
 
 
-def _before_first_step(config: Config, device: torch.device, task: Task, data: TaskData,
+def _before_first_step(config: Config, world: World, task: Task, data: TaskData,
                        make_task: Callable[[], Task]) -> None:
     """The speed switches and the memory plan (#11): a config that can't fit is refused
     here, with the estimate, instead of running out of memory mid-run."""
+    device = world.device
     set_cudnn_benchmark(config, device)
-    check_memory(plan_memory(config, make_task, data.roles, device), config)
+    sharing = world.local_size if device.type == "cpu" else 1  # one GPU each
+    check_memory(plan_memory(config, make_task, data.roles, device, processes=world.size,
+                             sharing=sharing), config)
     compile_nets(config, task.nets)
 
 

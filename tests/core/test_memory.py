@@ -5,7 +5,14 @@ import torch
 
 from napari_medgan.core import api
 from napari_medgan.core.errors import ConfigError
-from napari_medgan.core.memory import _PeakBytes, _step_bytes, plan_memory
+from napari_medgan.core.memory import (
+    MemoryPlan,
+    _PeakBytes,
+    _step_bytes,
+    available_bytes,
+    check_memory,
+    plan_memory,
+)
 from napari_medgan.core.tasks.registry import get_task_class
 
 
@@ -37,6 +44,33 @@ def test_the_tiny_config_fits_and_its_estimate_matches_a_measured_step(tiny_conf
     measured = _step_bytes(make_task, {"image": patch}, 4, device)
     # extrapolated from batches 1 and 2 to batch 4: linear in the batch
     assert plan.step_bytes == pytest.approx(measured, rel=0.1)
+
+
+def test_under_torchrun_each_process_plans_its_share_of_batch_and_memory(tiny_config):
+    """The global batch of 4 over 2 processes is 2 each; on the CPU the 2 processes of
+    this machine share its RAM, so each may take half of it."""
+    config = tiny_config()
+    config.train.batch_size = 4
+    task_class, device = get_task_class("synthesis"), torch.device("cpu")
+    volume = api.read_volume(config.data.paths[0]).tensor
+    plan = plan_memory(config, lambda: task_class(config, device, 1, 0), {"image": [volume]},
+                       device, processes=2, sharing=2)
+    assert plan.batch_size == 2 and plan.processes == 2
+    assert plan.available == pytest.approx(available_bytes(device) / 2, rel=0.05)
+
+
+def test_a_refusal_under_torchrun_names_the_batch_per_process_and_a_global_batch_that_fits(
+        tiny_config):
+    gib = 2**30
+    plan = MemoryPlan(torch.device("cpu"), fixed=gib, per_patch=gib, batch_size=4,
+                      available=3 * gib, processes=2)
+    with pytest.raises(ConfigError) as refused:
+        check_memory(plan, tiny_config())
+    message = str(refused.value)
+    assert "batch 4 per process (the global batch 8 over 2 processes)" in message
+    assert "would need about 5.0 GiB" in message and "3.0 GiB is available to each" in message
+    # (3 GiB / 1.1 − 1 GiB) per patch: 1 patch a process, the global batch 2
+    assert "(--batch 2)" in message
 
 
 def test_the_byte_counter_sees_new_storage_and_not_views():
