@@ -51,6 +51,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "R1, TTUR (lr_g 1e-4, lr_d 4e-4)": {"train.r1_weight": 1.0, "train.lr_g": 1e-4,
                                          "train.lr_d": 4e-4},
     "R1, EMA decay 0.99": {"train.r1_weight": 1.0, "train.ema_decay": 0.99},
+    "R1, trilinear upsampling": {"train.r1_weight": 1.0, "model.upsample": "trilinear"},
     # the new defaults, drawing label maps too: its pairs are scored by TSTR
     "defaults, image + labels": {"labels": True},
 }

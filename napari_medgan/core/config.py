@@ -64,7 +64,7 @@ class ModelConfig:
     d_channels: int = 32  # discriminator width at full resolution; doubles per level down
     max_channels: int = 256
     # "resize": interpolate + conv, against checkerboard artefacts
-    upsample: Literal["transpose", "resize"] = "transpose"
+    upsample: Literal["transpose", "resize", "trilinear"] = "transpose"
     spectral_norm: bool = False  # spectral normalisation in the discriminator
     unet_channels: tuple[int, ...] = (16, 32, 64, 128)  # U-Net widths per level, finest first
     patchgan_channels: int = 32  # PatchGAN width of its first layer

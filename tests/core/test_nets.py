@@ -8,7 +8,7 @@ from napari_medgan.core.nets.unet import UNet3D
 
 
 @pytest.mark.parametrize("patch", [8, 16, 32, 64])
-@pytest.mark.parametrize("upsample", ["transpose", "resize"])
+@pytest.mark.parametrize("upsample", ["transpose", "resize", "trilinear"])
 def test_generator_makes_patches_of_the_asked_size_in_range(patch, upsample):
     torch.manual_seed(0)
     g = DCGANGenerator3D(
@@ -20,10 +20,12 @@ def test_generator_makes_patches_of_the_asked_size_in_range(patch, upsample):
     assert out.std() > 0  # not a constant output
 
 
-def test_resize_upsampling_uses_no_transposed_convolution_after_the_projection():
-    g = DCGANGenerator3D(latent_dim=8, patch_size=32, channels=2, upsample="resize")
+@pytest.mark.parametrize(("upsample", "mode"), [("resize", "nearest"), ("trilinear", "trilinear")])
+def test_resize_upsampling_uses_no_transposed_convolution_after_the_projection(upsample, mode):
+    g = DCGANGenerator3D(latent_dim=8, patch_size=32, channels=2, upsample=upsample)
     kinds = [type(m).__name__ for m in g.upsample.modules()]
-    assert "ConvTranspose3d" not in kinds and "Upsample" in kinds
+    assert "ConvTranspose3d" not in kinds
+    assert [m.mode for m in g.upsample.modules() if isinstance(m, torch.nn.Upsample)] == [mode] * 3
 
 
 def test_generator_of_128_patches_builds_with_small_widths():

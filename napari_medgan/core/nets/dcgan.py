@@ -70,7 +70,8 @@ class DCGANGenerator3D(nn.Module):
 
     ``upsample="resize"`` doubles resolution by nearest interpolation and a 3³
     convolution instead of a transposed convolution, which avoids checkerboard
-    artefacts (Odena et al., 2016).
+    artefacts (Odena et al., 2016); ``"trilinear"`` interpolates linearly instead, so no
+    level passes on the blocks of a nearest copy either.
     """
 
     def __init__(
@@ -104,9 +105,10 @@ class DCGANGenerator3D(nn.Module):
         )
         blocks = []
         for level, (cin, cout) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-            if upsample == "resize":
+            if upsample in ("resize", "trilinear"):
                 up = [
-                    nn.Upsample(scale_factor=2, mode="nearest"),
+                    nn.Upsample(scale_factor=2, mode="nearest" if upsample == "resize"
+                                else "trilinear"),
                     nn.Conv3d(cin, cout, kernel_size=3, padding=1, bias=False),
                 ]
             else:
