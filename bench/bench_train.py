@@ -2,7 +2,10 @@
 
 The bare loop is the floor of what any GAN loop costs (a D step and a G step on
 a batch already in memory); the ratio says what events, patch sampling, NaN
-checks and EMA add. Both run with and without ``channels_last_3d``.
+checks and EMA add. Both run with and without ``channels_last_3d``, and without R1
+(the bare loop has none). The sampler's share: the time of cutting one batch the way
+training cuts it (``data.sampler`` as configured, on ``--device``) over the time of
+medgan's whole step.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import torch
 from _common import real_volume_file, report
 
 from napari_medgan.core import api
+from napari_medgan.core.data.task_data import BatchSource, load_task_data
 from napari_medgan.core.losses import discriminator_loss, generator_loss
 from napari_medgan.core.nets.dcgan import DCGANDiscriminator3D, DCGANGenerator3D
 from napari_medgan.core.nets.ema import update_ema
@@ -31,6 +35,8 @@ def config(args, channels_last: bool) -> api.Config:
     c.train.steps = args.warmup + args.steps + 1  # the last step also makes the final preview
     c.train.preview_every = c.train.checkpoint_every = 10**9
     c.train.channels_last = "on" if channels_last else "off"
+    c.train.r1_weight = 0.0  # as the bare loop
+    c.data.sampler = args.sampler
     return c
 
 
@@ -82,6 +88,23 @@ def bare_loop(args, channels_last: bool) -> float:
     return args.steps / (time.perf_counter() - started)
 
 
+def sampler_seconds(args) -> float:
+    """Seconds to cut one batch as training does, on the training device."""
+    c = config(args, channels_last=False)
+    device = torch.device(args.device)
+    batches = BatchSource(load_task_data(c, api.get_task_class(c.task).needs), c, device)
+    for _ in range(args.warmup):
+        batches()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(args.steps):
+        batches()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - started) / args.steps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cpu")
@@ -89,6 +112,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--sampler", choices=["device", "queue"], default="device")
     args = parser.parse_args()
     torch.manual_seed(0)
     results = {}
@@ -96,6 +120,7 @@ def main() -> None:
         results[("bare", channels_last)] = bare_loop(args, channels_last)
         results[("medgan", channels_last)] = medgan_loop(args, channels_last)
     base = results[("bare", False)]
+    sampling = sampler_seconds(args)
     rows = []
     for (loop, channels_last), rate in results.items():
         same_layout_bare = results[("bare", channels_last)]
@@ -106,13 +131,16 @@ def main() -> None:
                 f"{rate:.2f}",
                 f"{rate / base:.2f}",
                 f"{rate / same_layout_bare:.2f}",
+                f"{100 * sampling * rate:.2f} %" if loop == "medgan" else "–",
             ]
         )
     report(
         "train_loop",
-        ["loop", "layout", "steps/s", "vs bare contiguous", "vs bare same layout"],
+        ["loop", "layout", "steps/s", "vs bare contiguous", "vs bare same layout",
+         "sampler share"],
         rows,
-        {"patch": args.patch, "batch": args.batch, "device": args.device, "steps": args.steps},
+        {"patch": args.patch, "batch": args.batch, "device": args.device, "steps": args.steps,
+         "sampler": args.sampler, "sampler_s_per_batch": sampling},
     )
 
 
