@@ -5,7 +5,9 @@ against MONAI's "gaussian" blending and our "average" against its "constant". Ea
 runs in a fresh process: wall time of the call, and peak resident memory during it
 minus the resident memory just before (the volume and net already loaded; VmHWM reset
 through /proc/self/clear_refs). The outputs are compared away from the borders (one
-patch in from each face), where both grids have covered every voxel alike.
+patch in from each face), where both grids have covered every voxel alike (the same
+where the blending weights are the same: average / constant). ``--repeats``: each pair runs
+that many times, taking turns, and the medians are compared (a loaded machine's noise).
 MONAI is only in the bench extra (pip install napari-medgan[bench]).
 """
 
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from statistics import median
 
 from _common import report
 from safetensors.torch import load_file
@@ -81,6 +84,7 @@ def main() -> None:
     parser.add_argument("--patch", type=int, default=32)
     parser.add_argument("--overlap", type=float, default=0.25)
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each case, medians")
     parser.add_argument("--net", choices=["unet", "pointwise"], default="unet",
                         help="pointwise: a 1³ convolution, to time and size the stitching alone")
     args = parser.parse_args()
@@ -88,11 +92,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for volume in args.volumes:
             for blend in args.blends:
-                cases = {}
-                for impl in ("medgan", "monai"):
-                    out = Path(tmp) / f"{impl}.safetensors"
-                    cases[impl] = run_case(impl, blend, volume, args, out)
-                    cases[impl]["output"] = load_file(out)["output"]
+                runs = {"medgan": [], "monai": []}
+                for _ in range(args.repeats):
+                    for impl, kept in runs.items():
+                        out = Path(tmp) / f"{impl}.safetensors"
+                        kept.append(run_case(impl, blend, volume, args, out))
+                cases = {impl: {"shape": kept[0]["shape"],
+                                "seconds": median(r["seconds"] for r in kept),
+                                "peak_mib": median(r["peak_mib"] for r in kept),
+                                "output": load_file(Path(tmp) / f"{impl}.safetensors")["output"]}
+                         for impl, kept in runs.items()}
                 p = args.patch
                 inner = (slice(None), *[slice(p, -p)] * 3)
                 diff = (cases["medgan"]["output"][inner] - cases["monai"]["output"][inner])
@@ -113,6 +122,7 @@ def main() -> None:
          "ours MiB", "MONAI MiB", "memory ×", "max |diff| inside"],
         rows,
         {"patch": args.patch, "overlap": args.overlap, "batch": args.batch,
+         "repeats": args.repeats,
          "net": "UNet3D(1, 1, (4, 8, 16))" if args.net == "unet" else "Conv3d(1, 1, 1)",
          "weights": "random, seed 0"},
     )
