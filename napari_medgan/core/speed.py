@@ -1,7 +1,9 @@
 """The speed switches (#11): config fields that trade nothing but speed.
 
-Each is on by default ("auto") only where bench/README.md measured it to pay; the
-others stay opt-in. They change no result beyond floating-point rounding.
+"auto" turns a switch on with CUDA only: on the CPU, bench/README.md measured none of them
+to pay (``compile`` was slower), and their CUDA defaults follow PyTorch's guidance until
+a GPU measurement backs or overturns them (``bench_train.py --device cuda``). They
+change no result beyond floating-point rounding.
 """
 
 from __future__ import annotations
