@@ -122,16 +122,26 @@ def trained_model(dataset: str, variant: str, budget: float, args) -> tuple[Path
     return out, trained, data
 
 
-def run_variant(dataset: str, variant: str, budget: float, args) -> dict[str, Any]:
-    """The variant trained and evaluated; both results are kept beside its checkpoint."""
+def run_variant(dataset: str, variant: str, budget: float, args) -> list[dict[str, Any]]:
+    """The variant trained, and evaluated once per evaluation seed (``--eval-seeds``): the
+    C2ST's own spread, which the seed (patches drawn, classifier initialised) and even the
+    thread count move by several hundredths. Results are kept beside the checkpoint."""
     out, trained, data = trained_model(dataset, variant, budget, args)
-    kept = out / f"evaluate-n{args.n}{'-thorough' if args.thorough else ''}.json"
+    return [evaluated(out, trained, data, dataset, variant, budget, args, seed)
+            for seed in range(args.eval_seeds)]
+
+
+def evaluated(out: Path, trained: dict, data: dict, dataset: str, variant: str, budget: float,
+              args, seed: int) -> dict[str, Any]:
+    name = f"evaluate-n{args.n}{'-thorough' if args.thorough else ''}"
+    kept = out / (f"{name}.json" if seed == 0 else f"{name}-seed{seed}.json")
     if kept.exists() and not args.retrain:
         return json.loads(kept.read_text())
     started = time.perf_counter()
-    # the training region: the card's files and masks, as a user's evaluate finds them
-    pairs = "labels" in VARIANTS[variant]  # train on synthetic, test on real
-    report = api.evaluate(out, [data["image"][1]], n=args.n, seed=0, thorough=args.thorough,
+    # the training region: the card's files and masks, as a user's evaluate finds them;
+    # a pairs model is also scored by TSTR (train on synthetic, test on real), once
+    pairs = "labels" in VARIANTS[variant] and seed == 0
+    report = api.evaluate(out, [data["image"][1]], n=args.n, seed=seed, thorough=args.thorough,
                           tstr=pairs, labels=[data["labels"][1]] if pairs else None)
     result = {"dataset": dataset, "variant": variant, "budget_cpu_s": budget, **trained,
               "evaluate_s": time.perf_counter() - started, "report": report}
@@ -139,16 +149,25 @@ def run_variant(dataset: str, variant: str, budget: float, args) -> dict[str, An
     return result
 
 
-def row(result: dict[str, Any]) -> list:
-    r = result["report"]
+def row(results: list[dict[str, Any]]) -> list:
+    """One variant's line: the C2ST as the mean over evaluation seeds (and their range),
+    the other numbers of the first seed."""
+    first = results[0]
+    r = first["report"]
 
     def num(key: str, fmt: str = ".2f") -> str:
         value = r.get(key)
         return "–" if value is None else format(value, fmt)
 
-    return [result["dataset"], result["variant"], f"{result['budget_cpu_s']:.0f}",
-            result["steps"], num("c2st_auc_vs_training"), num("c2st_auc_vs_held_out"),
-            num("c2st_auc_real_vs_real"), num("hf_power_ratio"),
+    def spread(key: str) -> str:
+        values = [result["report"][key] for result in results]
+        if len(values) == 1:
+            return f"{values[0]:.2f}"
+        return f"{sum(values) / len(values):.2f} ({min(values):.2f}–{max(values):.2f})"
+
+    return [first["dataset"], first["variant"], f"{first['budget_cpu_s']:.0f}",
+            first["steps"], spread("c2st_auc_vs_training"), spread("c2st_auc_vs_held_out"),
+            spread("c2st_auc_real_vs_real"), num("hf_power_ratio"),
             num("memorisation_fraction_suspiciously_close", ".3f"),
             num("mmd_synthetic_vs_held_out", ".3f"), tstr(r.get("tstr"))]
 
@@ -179,6 +198,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--n", type=int, default=64, help="patches per set in evaluate")
     parser.add_argument("--thorough", action="store_true", help="evaluate --thorough")
+    parser.add_argument("--eval-seeds", type=int, default=3,
+                        help="evaluations per variant (seeds 0, 1, ...): the C2ST's spread")
     parser.add_argument("--train-only", action="store_true", help="train, don't evaluate")
     parser.add_argument("--retrain", action="store_true", help="ignore kept checkpoints")
     parser.add_argument("--threads", type=int, default=1,
@@ -198,4 +219,5 @@ def main(argv: list[str]) -> None:
     if results:
         report("quality_synthesis", HEADER, [row(r) for r in results],
                {"patch": args.patch, "batch": args.batch, "n": args.n,
-                "thorough": args.thorough, "reports": [r["report"] for r in results]})
+                "thorough": args.thorough, "eval_seeds": args.eval_seeds,
+                "reports": [[r["report"] for r in seeds] for seeds in results]})
