@@ -148,7 +148,7 @@ class TrainWidget(QWidget):
         self.config_file = FileEdit(mode="r", nullable=True, filter="*.yaml *.yml *.json")
         self.config_file.native.setToolTip("Optional: a medgan config (model sizes and all "
                                            "settings); its values fill the fields below.")
-        self.patch = _spin(8, 512, 32, step=8)
+        self.patch = _spin(8, 256, 32, step=8)
         self.steps = _spin(1, 10_000_000, 200)
         self.batch = _spin(1, 1024, 8)
         self.loss = QComboBox()

@@ -103,7 +103,7 @@ class MedGANParameterNode:
     referenceVolume: vtkMRMLScalarVolumeNode
     checkpointFolder: pathlib.Path
     trainingFiles: pathlib.Path
-    patch: Annotated[int, WithinRange(8, 128)] = 32
+    patch: Annotated[int, WithinRange(8, 256)] = 32
     steps: Annotated[int, WithinRange(1, 1000000)] = 200
     batch: Annotated[int, WithinRange(1, 512)] = 8
     device: Annotated[str, Choice(DEVICES)] = "auto"
