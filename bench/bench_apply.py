@@ -7,7 +7,7 @@ minus the resident memory just before (the volume and net already loaded; VmHWM 
 through /proc/self/clear_refs). The outputs are compared away from the borders (one
 patch in from each face), where both grids have covered every voxel alike (the same
 where the blending weights are the same: average / constant). ``--repeats``: each pair runs
-that many times, taking turns, and the medians are compared (a loaded machine's noise).
+that many times, taking turns (each going first in turn), and the medians are compared.
 MONAI is only in the bench extra (pip install napari-medgan[bench]).
 """
 
@@ -29,6 +29,9 @@ import json, sys, time, torch
 impl, blend, volume_name, patch, overlap, batch, out, net_name = sys.argv[1:9]
 patch, overlap, batch = int(patch), float(overlap), int(batch)
 torch.manual_seed(0)
+# both libraries in every process, whichever runs: the same imports, the same process state
+from monai.inferers import sliding_window_inference
+from napari_medgan.core.infer import sliding_window
 from napari_medgan.core.nets.unet import UNet3D
 net = (UNet3D(1, 1, (4, 8, 16)) if net_name == "unet" else torch.nn.Conv3d(1, 1, 1)).eval()
 if volume_name == "mni152_t1":
@@ -42,14 +45,12 @@ def status(key):
         if line.startswith(key):
             return int(line.split()[1]) / 1024
 if impl == "monai":
-    from monai.inferers import sliding_window_inference
     mode = {"hann": "gaussian", "average": "constant"}[blend]
     def run():
         with torch.no_grad():
             return sliding_window_inference(volume[None], (patch,) * 3, batch, net,
                                             overlap=overlap, mode=mode)[0]
 else:
-    from napari_medgan.core.infer import sliding_window
     def run():
         return sliding_window(volume, net, patch, overlap=overlap, batch_size=batch, blend=blend)
 with open("/proc/self/clear_refs", "w") as f:
@@ -93,10 +94,10 @@ def main() -> None:
         for volume in args.volumes:
             for blend in args.blends:
                 runs = {"medgan": [], "monai": []}
-                for _ in range(args.repeats):
-                    for impl, kept in runs.items():
+                for repeat in range(args.repeats):  # each goes first in turn
+                    for impl in list(runs)[::-1 if repeat % 2 else 1]:
                         out = Path(tmp) / f"{impl}.safetensors"
-                        kept.append(run_case(impl, blend, volume, args, out))
+                        runs[impl].append(run_case(impl, blend, volume, args, out))
                 cases = {impl: {"shape": kept[0]["shape"],
                                 "seconds": median(r["seconds"] for r in kept),
                                 "peak_mib": median(r["peak_mib"] for r in kept),
