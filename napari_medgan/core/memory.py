@@ -36,6 +36,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from .config import Config
+from .distributed import World
 from .errors import ConfigError
 
 HEADROOM = 1.1  # the estimate times this must fit: fragmentation, cuDNN workspaces
@@ -157,23 +158,25 @@ def available_bytes(device: torch.device) -> int | None:
 
 
 def plan_memory(config: Config, make_task: Callable[[], object],
-                roles: dict[str, list[torch.Tensor]], device: torch.device, *,
-                processes: int = 1, sharing: int = 1) -> MemoryPlan:
-    """Measure dry steps at :data:`PROBE_BATCHES` and extrapolate to one process's batch.
+                roles: dict[str, list[torch.Tensor]], world: World) -> MemoryPlan:
+    """Measure dry steps at :data:`PROBE_BATCHES` and extrapolate to this process's batch.
 
     ``make_task()`` builds a fresh task like the one that will train (its weights and
-    optimiser states are thrown away); ``roles``: the training volumes by role;
-    ``processes``: how many share the global batch; ``sharing``: how many of them share
-    this device's memory (on the CPU, those on this machine).
+    optimiser states are thrown away); ``roles``: the training volumes by role; ``world``:
+    the processes training together, which split the global batch. On the CPU the
+    processes of one machine also split its RAM; on CUDA each has its own GPU.
     """
+    device = world.device
     patches = _sample_patches(roles, config.model.patch_size, device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         small, large = (_step_bytes(make_task, patches, b, device) for b in PROBE_BATCHES)
     per_patch = max(0, (large - small) // (PROBE_BATCHES[1] - PROBE_BATCHES[0]))
     fixed = max(0, small - per_patch * PROBE_BATCHES[0])
     available = available_bytes(device)
-    return MemoryPlan(device, fixed, per_patch, config.train.batch_size // processes,
-                      None if available is None else available // sharing, processes)
+    if available is not None and device.type == "cpu":
+        available //= world.local_size
+    return MemoryPlan(device, fixed, per_patch, world.per_process(config.train.batch_size),
+                      available, world.size)
 
 
 def _size(nbytes: float) -> str:

@@ -175,11 +175,8 @@ def _before_first_step(config: Config, world: World, task: Task, data: TaskData,
                        make_task: Callable[[], Task]) -> None:
     """The speed switches and the memory plan (#11): a config that can't fit is refused
     here, with the estimate, instead of running out of memory mid-run."""
-    device = world.device
-    set_cudnn_benchmark(config, device)
-    sharing = world.local_size if device.type == "cpu" else 1  # one GPU each
-    check_memory(plan_memory(config, make_task, data.roles, device, processes=world.size,
-                             sharing=sharing), config)
+    set_cudnn_benchmark(config, world.device)
+    check_memory(plan_memory(config, make_task, data.roles, world), config)
     compile_nets(config, task.nets)
 
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from napari_medgan.core import api
+from napari_medgan.core.distributed import World
 from napari_medgan.core.errors import ConfigError
 from napari_medgan.core.memory import (
     MemoryPlan,
@@ -38,7 +39,7 @@ def test_the_tiny_config_fits_and_its_estimate_matches_a_measured_step(tiny_conf
     def make_task():
         return task_class(config, device, 1, 0)
 
-    plan = plan_memory(config, make_task, {"image": [volume]}, device)
+    plan = plan_memory(config, make_task, {"image": [volume]}, World(device=device))
     assert plan.fits(4) and plan.per_patch > 0
     patch = volume[:, :16, :16, :16].clone()[None]
     measured = _step_bytes(make_task, {"image": patch}, 4, device)
@@ -53,8 +54,9 @@ def test_under_torchrun_each_process_plans_its_share_of_batch_and_memory(tiny_co
     config.train.batch_size = 4
     task_class, device = get_task_class("synthesis"), torch.device("cpu")
     volume = api.read_volume(config.data.paths[0]).tensor
+    world = World(rank=0, size=2, device=device, local_size=2)  # no process group needed
     plan = plan_memory(config, lambda: task_class(config, device, 1, 0), {"image": [volume]},
-                       device, processes=2, sharing=2)
+                       world)
     assert plan.batch_size == 2 and plan.processes == 2
     assert plan.available == pytest.approx(available_bytes(device) / 2, rel=0.05)
 
