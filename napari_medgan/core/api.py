@@ -379,6 +379,16 @@ def synthesize_pairs(model: Model | str | Path, n: int = 4,
     return list(_synthesized(model, n, seed, with_labels=True))
 
 
+def drawn_batches(model: Model, n: int, seed: int
+                  ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
+    """``n`` normalised patches (and class indices, from a model trained with labels) as
+    ``(start, patches, classes)``, :data:`SYNTHESIS_BATCH` per forward pass; the batch
+    starting at ``start`` is drawn with ``seed + start``, so a seed fixes every patch."""
+    for start in range(0, n, SYNTHESIS_BATCH):
+        count = min(SYNTHESIS_BATCH, n - start)
+        yield start, *model.task.sample_pairs(count, seed=seed + start)
+
+
 def _synthesized(model: Model, n: int, seed: int, *,
                  with_labels: bool) -> Iterator[tuple[Volume, Volume | None]]:
     """(patch, label map or None) pairs, drawn SYNTHESIS_BATCH at a time."""
@@ -388,9 +398,7 @@ def _synthesized(model: Model, n: int, seed: int, *,
     affine = patch_affine(model.card)
     values = torch.tensor(model.task.label_values or [0])
     dtype = _label_dtype(model.task.label_values or [0])
-    for start in range(0, n, SYNTHESIS_BATCH):
-        count = min(SYNTHESIS_BATCH, n - start)
-        patches, classes = model.task.sample_pairs(count, seed=seed + start)
+    for start, patches, classes in drawn_batches(model, n, seed):
         patches = denormalize(model.normalization, patches)
         for i, patch in enumerate(patches):
             name = f"synth_seed{seed}_{start + i:03d}"

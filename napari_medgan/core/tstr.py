@@ -32,11 +32,10 @@ TSTR_BATCH = 8
 def patch_pools(model: Model, n: int, seed: int) -> dict[str, dict[str, torch.Tensor]]:
     """``n`` synthetic and ``n`` real (image, class index) patch pairs, normalised as the
     model sees them, and both together; real ones from the files named on the card."""
-    from .api import SYNTHESIS_BATCH
+    from .api import drawn_batches
 
     images, classes = [], []
-    for start in range(0, n, SYNTHESIS_BATCH):
-        image, label = model.task.sample_pairs(min(SYNTHESIS_BATCH, n - start), seed + start)
+    for _, image, label in drawn_batches(model, n, seed):
         images.append(image.cpu())
         classes.append(label.cpu().float())
     synthetic = {"image": torch.cat(images), "labels": torch.cat(classes)}
