@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -73,7 +74,7 @@ def run_case(impl: str, blend: str, volume: str, args, out: Path) -> dict:
         [sys.executable, "-c", CHILD, impl, blend, volume, str(args.patch), str(args.overlap),
          str(args.batch), str(out), args.net],
         capture_output=True, text=True, check=True,
-        env={**__import__("os").environ, "PYTHONPATH": env_path},
+        env={**os.environ, "PYTHONPATH": env_path},
     )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
