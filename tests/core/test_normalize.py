@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -14,7 +16,7 @@ from napari_medgan.core.data.normalize import (
     percentiles,
 )
 from napari_medgan.core.data.samples import sample_volume
-from napari_medgan.core.errors import CheckpointError, ConfigError, DataError
+from napari_medgan.core.errors import CheckpointError, ConfigError, DataError, MedGANWarning
 
 
 def test_ct_window_round_trip_gives_hu_back():
@@ -107,3 +109,18 @@ def test_check_modality_refuses_only_plain_mismatches():
     check_modality(mr_model, mr, "brain.nii.gz")
     check_modality(ct_model, head_ct, "head.nii.gz")
     check_modality(ct_model, torch.arange(512.0).reshape(1, 8, 8, 8), "ct_without_air.nii.gz")
+
+
+def test_ct_whose_tissue_fills_a_sliver_of_the_window_is_warned_about():
+    brain_only = sample_volume("ct_head").tensor  # -30...385 HU, air set to 0
+    with pytest.warns(MedGANWarning, match=r"spans only 2% of data.ct_window \(-1000, 1000\)"
+                      r".*brain: 0, 80"):
+        fit_normalization([brain_only])
+    head = torch.full((1, 20, 20, 20), -1000.0)  # air, soft tissue and bone
+    head[:, 5:15, 5:15, 5:15] = 40.0
+    head[:, 5:15, 5:7, 5:15] = 900.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MedGANWarning)
+        fit_normalization([brain_only], ct_window=(0.0, 80.0))  # the brain window
+        fit_normalization([head])
+        fit_normalization([brain_only], modality="mr")

@@ -8,13 +8,14 @@ kept to map synthesized MR back to the training data's typical range.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
 import torch
 
-from ..errors import CheckpointError, ConfigError, DataError
+from ..errors import CheckpointError, ConfigError, DataError, MedGANWarning
 from ..schema import Range, SchemaViolation, conform
 
 #: torch.quantile refuses inputs above 2**24 elements; a random subsample this big pins
@@ -22,6 +23,9 @@ from ..schema import Range, SchemaViolation, conform
 _QUANTILE_SAMPLE = 1 << 20
 #: Below this 0.5th percentile a volume holds air in HU (about -1000): it is CT.
 _AIR_HU = -500.0
+#: CT whose tissue spans less of the window than this share: its contrast is all but lost
+#: (the brain-only ``ct_head`` atlas spans 3 % of -1000...1000 HU; bench/README.md)
+_NARROW_SHARE = 0.05
 
 
 @dataclass
@@ -137,6 +141,7 @@ def fit_normalization(
         modality = detect_modality(tensors)
     if modality == "ct":
         low, high = (float(v) for v in ct_window)
+        _warn_if_narrow(tensors, low, high)
     else:
         if not tensors:
             raise DataError("No volumes were given to fit the MR normalisation to.")
@@ -144,6 +149,26 @@ def fit_normalization(
         low = sum(v[0] for v in values) / len(values)
         high = sum(v[1] for v in values) / len(values)
     return IntensityNormalization(modality, low, high, tuple(float(p) for p in mr_percentiles))
+
+
+def _warn_if_narrow(tensors: Sequence[torch.Tensor], low: float, high: float) -> None:
+    """Warn when the CT voxels inside the window (air below it left out) use only a sliver
+    of it: the nets then see the tissue's contrast as differences of a few hundredths, and
+    the generator's small errors (speckle) as large as the anatomy (bench/README.md)."""
+    inside = [flat[flat > low] for flat in (t.reshape(-1)[::max(1, t.numel() // _QUANTILE_SAMPLE)]
+                                            for t in tensors)]
+    spans = [percentiles(voxels, [1, 99]) for voxels in inside if len(voxels)]
+    if not spans:
+        return
+    lowest, highest = min(s[0] for s in spans), max(s[1] for s in spans)
+    share = (highest - lowest) / (high - low)
+    if 0 < share < _NARROW_SHARE:  # 0: no contrast at all, no window to suggest
+        warnings.warn(
+            f"The CT volumes' tissue (1st to 99th percentile: {lowest:.0f} to {highest:.0f} "
+            f"HU) spans only {share:.0%} of data.ct_window ({low:.0f}, {high:.0f}) HU, so "
+            "the model sees little of its contrast; set data.ct_window to the tissue's "
+            f"window (for example {lowest:.0f}, {highest:.0f}; brain: 0, 80).",
+            MedGANWarning, stacklevel=3)
 
 
 def normalize(norm: IntensityNormalization, tensor: torch.Tensor) -> torch.Tensor:
