@@ -8,6 +8,10 @@ the shipped MNI152 volumes, left hemisphere to train, right hemisphere held out.
   segmentation  T1 → tissue labels (1 grey matter, 2 white matter); its critic is opt-in
                 (train.segmentation_critic), so its rows are: without (the default), the
                 old critic (one-hot truth, no warm-up) and the opt-in critic's defaults
+
+Two more sections have their own modules: ``bench_quality.py synthesis`` (is synthesis
+realistic? quality_synthesis.py) and ``bench_quality.py calibration`` (what a C2ST AUC
+means: real patches against slightly spoilt ones, quality_calibration.py).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import quality_calibration
 import quality_synthesis
 import torch
 from _common import halves, report
@@ -91,6 +96,9 @@ def run(task: str, train: dict, seed: int, data: dict, args, folder: Path) -> di
 def main() -> None:
     if sys.argv[1:2] == ["synthesis"]:  # the synthesis section: see quality_synthesis.py
         quality_synthesis.main(sys.argv[2:])
+        return
+    if sys.argv[1:2] == ["calibration"]:  # how to read a C2ST AUC: see quality_calibration.py
+        quality_calibration.main(sys.argv[2:])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
