@@ -117,13 +117,16 @@ def train_on_budget(config: api.Config, out: Path, budget_cpu_s: float) -> dict[
 def trained_model(dataset: str, variant: str, budget: float, args) -> tuple[Path, dict, dict]:
     """The variant's checkpoint, trained now unless a finished one is kept (``--retrain``)."""
     data = make_dataset(dataset, FOLDER / "data" / dataset)
-    tag = f"{dataset}-{variant}-{budget:.0f}".replace(" ", "_").replace("+", "_")
+    seed = getattr(args, "train_seed", 0)
+    tag = f"{dataset}-{variant}-{budget:.0f}{f'-seed{seed}' if seed else ''}"
+    tag = tag.replace(" ", "_").replace("+", "_")
     out = FOLDER / tag
     done = out / "bench.json"
     if done.exists() and not args.retrain:
         return out, json.loads(done.read_text()), data
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     config = variant_config(VARIANTS[variant], data, args.patch, args.batch)
+    config.train.seed = seed
     trained = train_on_budget(config, out, budget)
     done.write_text(json.dumps(trained))
     print(f"trained {tag}: {trained}", flush=True)
@@ -212,6 +215,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--thorough", action="store_true", help="evaluate --thorough")
     parser.add_argument("--eval-seeds", type=int, default=3,
                         help="evaluations per variant (seeds 0, 1, ...): the C2ST's spread")
+    parser.add_argument("--train-seed", type=int, default=0,
+                        help="the training run's seed (nets, noise, patches): its own spread")
     parser.add_argument("--train-only", action="store_true", help="train, don't evaluate")
     parser.add_argument("--retrain", action="store_true", help="ignore kept checkpoints")
     parser.add_argument("--threads", type=int, default=1,
