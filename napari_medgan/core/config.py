@@ -73,6 +73,9 @@ class ModelConfig:
     # data-efficient training (#10)
     g_residual: bool = False  # synthesis / anomaly: residual blocks in G at coarse levels
     d_residual: bool = False  # synthesis / anomaly: residual blocks in D at coarse levels
+    # synthesis / anomaly: width of a second, local critic beside D (a PatchGAN, one logit
+    # per 16³ neighbourhood); 0: none. Measured to pay with upsample: trilinear
+    local_d_channels: int = 0
     # large volumes (#11)
     # recompute each U-Net / DCGAN level's activations in the backward pass instead of
     # keeping them: less memory per step (bench/README.md), about a third more compute
@@ -173,7 +176,8 @@ class Config:
             ("train.diff_augment", bool(self.train.diff_augment)),
             ("train.r1_weight", bool(self.train.r1_weight)),
             ("model.g_residual", self.model.g_residual),
-            ("model.d_residual", self.model.d_residual)) if used]
+            ("model.d_residual", self.model.d_residual),
+            ("model.local_d_channels", bool(self.model.local_d_channels))) if used]
         if asked and self.task not in DCGAN_TASKS:
             raise ConfigError(
                 f"{where}{asked[0]} applies to the DCGAN tasks ({', '.join(DCGAN_TASKS)}) "
@@ -183,6 +187,11 @@ class Config:
             raise ConfigError(
                 f"{where}train.r1_weight can't be used with the wgan-gp loss, whose gradient "
                 "penalty already constrains the critic; set r1_weight: 0 or use another loss."
+            )
+        if self.model.local_d_channels and self.loss == "wgan-gp":
+            raise ConfigError(
+                f"{where}model.local_d_channels can't be used with the wgan-gp loss: its "
+                "gradient penalty constrains D only; set local_d_channels: 0 or use another loss."
             )
         repeated = {name for name in self.train.diff_augment
                     if self.train.diff_augment.count(name) > 1}
@@ -246,6 +255,7 @@ RANGES = {
     (DataConfig, "samples_per_volume"): AT_LEAST_ONE,
     (DataConfig, "queue_length"): AT_LEAST_ONE,
     (ModelConfig, "patch_size"): Range(8, 256),  # 256: where the memory plan allows (#11)
+    (ModelConfig, "local_d_channels"): Range(0, 4096),  # 0: no local critic
     **{(ModelConfig, name): WIDTH for name in ("latent_dim", "g_channels", "d_channels",
                                                "max_channels", "unet_channels",
                                                "patchgan_channels")},

@@ -147,6 +147,11 @@ BAD_FIELDS = {
                                 "train.diff_augment"),
     "residual in a U-Net task": ("task: segmentation\nmodel: {d_residual: true}",
                                  "model.d_residual"),
+    "negative local critic": ("model: {local_d_channels: -8}", "model.local_d_channels"),
+    "local critic in a U-Net task": ("task: cycle\nmodel: {local_d_channels: 8}",
+                                     "model.local_d_channels"),
+    "local critic with wgan-gp": ("model: {local_d_channels: 8}\ntrain: {loss: wgan-gp}",
+                                  "model.local_d_channels"),
 }
 
 

@@ -8,6 +8,7 @@ from napari_medgan.core import api
 from napari_medgan.core.checkpoint import load_checkpoint, read_card
 from napari_medgan.core.losses import r1_penalty
 from napari_medgan.core.nets.dcgan import ResidualBlock3D
+from napari_medgan.core.nets.patchgan import PatchGAN3D
 from napari_medgan.core.tasks.synthesis import SynthesisTask
 
 EVERY_SWITCH = {"diff_augment": ["intensity", "flip", "translation", "cutout"],
@@ -17,6 +18,7 @@ EVERY_SWITCH = {"diff_augment": ["intensity", "flip", "translation", "cutout"],
 def with_every_switch(tiny_config, **train):
     config = tiny_config(**EVERY_SWITCH, **train)
     config.model.g_residual = config.model.d_residual = True
+    config.model.local_d_channels = 4
     return config
 
 
@@ -38,7 +40,9 @@ def test_a_run_with_every_switch_on_trains_saves_loads_and_synthesizes(tiny_conf
     model = api.load_model(tmp_path / "ckpt", device="cpu")
     assert residual_blocks(model.task.nets["G_ema"]) == 2  # at 4³ and 8³ of a 16³ patch
     assert residual_blocks(model.task.nets["D"]) == 2
+    assert isinstance(model.task.nets["D_local"], PatchGAN3D)
     saved = load_checkpoint(tmp_path / "ckpt").weights
+    assert any(key.startswith("D_local.") for key in saved)
     loaded = model.task.weights()
     assert any(".body." in key for key in saved) and set(saved) == set(loaded)
     assert all(torch.equal(saved[key], loaded[key].cpu()) for key in saved)
@@ -54,6 +58,9 @@ def test_each_switch_changes_training_and_synthesis_defaults_to_r1(tiny_config, 
     for name, value in (("diff_augment", ["translation"]), ("r1_weight", 10.0)):
         switched = tiny_config(**{"r1_weight": 0.0, name: value})
         assert step_losses(switched, tmp_path / name) != plain, name
+    local = tiny_config(r1_weight=0.0)
+    local.model.local_d_channels = 4
+    assert step_losses(local, tmp_path / "local") != plain
     # not set: synthesis's measured default, R1 with γ = 1 (bench/README.md)
     default = step_losses(tiny_config(), tmp_path / "default")
     assert default == step_losses(tiny_config(r1_weight=1.0), tmp_path / "one") != plain
@@ -73,13 +80,14 @@ def test_a_checkpoint_from_before_the_switches_loads_with_plain_nets(tiny_config
     step_losses(tiny_config(), tmp_path / "old")
     card_path = tmp_path / "old" / "card.json"
     card = json.loads(card_path.read_text())
-    for field in ("g_residual", "d_residual"):
+    for field in ("g_residual", "d_residual", "local_d_channels"):
         del card["config"]["model"][field]
     for field in ("diff_augment", "r1_weight", "r1_every"):
         del card["config"]["train"][field]
     card_path.write_text(json.dumps(card))
     model = api.load_model(tmp_path / "old", device="cpu")
     assert residual_blocks(model.task.nets["G_ema"]) == residual_blocks(model.task.nets["D"]) == 0
+    assert "D_local" not in model.task.nets
     assert model.card["config"]["train"]["diff_augment"] == []
     assert len(api.synthesize(model, n=1)) == 1
 
@@ -107,3 +115,27 @@ def test_the_anomaly_task_trains_its_gan_phase_with_the_switches(tiny_config, tm
     assert all(torch.isfinite(torch.tensor(list(step.values()))).all() for step in losses)
     model = api.load_model(tmp_path / "ckpt", device="cpu")
     assert residual_blocks(model.task.nets["D"]) == 2
+
+
+def test_the_local_critic_judges_every_neighbourhood_and_trains_beside_d(tiny_config):
+    torch.manual_seed(0)
+    config = tiny_config(r1_weight=0.0)
+    config.model.local_d_channels = 4
+    task = SynthesisTask(config, torch.device("cpu"))
+    local = task.nets["D_local"]
+    patches = torch.rand(2, 1, 16, 16, 16) * 2 - 1
+    logits = local(patches)
+    assert logits.shape[0] == 2 and logits.shape[2:] == (6, 6, 6)  # one per neighbourhood
+    # each logit's convolutions see a neighbourhood, not the whole patch: a change in one
+    # corner moves that corner's logits, the far corner's only through the instance
+    # normalisation's statistics (under half as much for every seed 0–199 tried)
+    changed = patches.clone()
+    changed[:, :, :4, :4, :4] = 1.0
+    moved = (local(changed) - logits).abs()
+    assert moved[..., -1, -1, -1].mean() < 0.5 * moved[..., 0, 0, 0].mean()
+    before = {name: [p.clone() for p in task.nets[name].parameters()] for name in ("D", "D_local")}
+    data = {"image": patches}
+    task.train_step(lambda: data, 1)
+    for name, old in before.items():  # one critic step trains both critics
+        now = task.nets[name].parameters()
+        assert any(not torch.equal(a, b) for a, b in zip(old, now, strict=True)), name

@@ -1,5 +1,11 @@
 """``synthesis``: noise → realistic 3D patches (DCGAN-3D; WGAN-GP with ``loss: wgan-gp``).
 
+With ``model.local_d_channels`` a second critic stands beside D: a PatchGAN giving one
+logit per 16³ neighbourhood (its convolutions see that far; its instance normalisation
+sees the patch), so the fine texture of every part of a patch is judged, where D's one
+logit judges the whole. With trilinear upsampling it is the one setting measured to make
+the demo's patches markedly harder to tell from real ones (bench/README.md).
+
 Trained with label maps, G draws each patch with its label map (image + label pairs for
 augmentation): its output has the image channels and then one class-probability channel
 per class, and D judges images with their labels (real: the one-hot of the true labels),
@@ -17,6 +23,7 @@ from ..data.task_data import TaskNeeds
 from ..losses import discriminator_loss, generator_loss, gradient_penalty
 from ..nets.dcgan import DCGANDiscriminator3D, DCGANGenerator3D
 from ..nets.ema import recalibrate_batchnorm, update_ema
+from ..nets.patchgan import PatchGAN3D
 from .base import NextBatch, Task
 
 CALIBRATION_BATCH = 16
@@ -47,8 +54,13 @@ class SynthesisTask(Task):
                 checkpointing=m.activation_checkpointing,
             ),
         }
+        if m.local_d_channels:  # receptive field 16³ (nets/patchgan.py)
+            self.nets["D_local"] = PatchGAN3D(channels + num_classes, m.local_d_channels,
+                                              layers=1)
+        self.critics = [name for name in ("D", "D_local") if name in self.nets]
         self.finish_setup()
-        self.optimizers = {"G": self.adam("G", t.lr_g), "D": self.adam("D", t.lr_d)}
+        self.optimizers = {"G": self.adam("G", t.lr_g)}
+        self.optimizers.update({name: self.adam(name, t.lr_d) for name in self.critics})
         self.n_critic = config.n_critic
         self.preview_noise = self.noise(1, seed=t.seed)
 
@@ -69,17 +81,22 @@ class SynthesisTask(Task):
                 fake = G(self.noise(real.shape[0]))
             real, fake = self.augment(real), self.augment(fake)  # D sees both augmented
             with self.autocast():
-                loss_d = discriminator_loss(kind, D(real), D(fake))
+                loss_d = sum(discriminator_loss(kind, self.trained(name)(real),
+                                                self.trained(name)(fake))
+                             for name in self.critics)
             if kind == "wgan-gp":
                 penalty = gradient_penalty(D, real, fake.float(), self.rng)
                 loss_d = loss_d + self.config.train.gp_weight * penalty
             loss_d = loss_d + self.r1_term(D, real, (step - 1) * self.n_critic + critic_step)
-            self.optimizers["D"].zero_grad(set_to_none=True)
+            for name in self.critics:
+                self.optimizers[name].zero_grad(set_to_none=True)
             loss_d.backward()
-            self.optimizers["D"].step()
+            for name in self.critics:
+                self.optimizers[name].step()
         with self.autocast():
             fake = self.augment(G(self.noise(real.shape[0])))
-            loss_g = generator_loss(kind, self.nets["D"](fake))  # D judges: no sync
+            # the critics judge: no sync
+            loss_g = sum(generator_loss(kind, self.nets[name](fake)) for name in self.critics)
         self.optimizers["G"].zero_grad(set_to_none=True)
         loss_g.backward()
         self.optimizers["G"].step()
