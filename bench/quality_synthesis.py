@@ -34,34 +34,55 @@ DEMO_CONFIG = Path(__file__).resolve().parents[1] / "demo" / "demo_config.yaml"
 FOLDER = RESULTS / "quality"
 CT_TISSUE_HU, CT_PARENCHYMA_HU = 0.0, 25.0  # the atlas is brain only, air set to 0
 
+# the demo's settings before the local critic joined them (2026-12-04): nearest
+# upsampling, D alone; the variants measured before then start from these
+ONE_CRITIC = {"model.upsample": "resize", "model.local_d_channels": 0}
+
 # config overrides, "section.field": value, on top of the demo's settings
 VARIANTS: dict[str, dict[str, Any]] = {
-    # the defaults before this bench made R1 the default (train.r1_weight None → 1)
-    "no R1 (the old default)": {"train.r1_weight": 0.0},
-    "diffaug translation+cutout": {"train.diff_augment": ["translation", "cutout"]},
-    "diffaug translation+cutout+intensity": {
-        "train.diff_augment": ["translation", "cutout", "intensity"]
-    },
-    "R1 (weight 1)": {"train.r1_weight": 1.0},
-    "residual G and D": {"model.g_residual": True, "model.d_residual": True},
-    "R1 (weight 0.1)": {"train.r1_weight": 0.1},
-    "R1 + diffaug translation+cutout": {"train.r1_weight": 1.0,
-                                        "train.diff_augment": ["translation", "cutout"]},
-    "R1, G width 16": {"train.r1_weight": 1.0, "model.g_channels": 16},
-    "R1, TTUR (lr_g 1e-4, lr_d 4e-4)": {"train.r1_weight": 1.0, "train.lr_g": 1e-4,
-                                         "train.lr_d": 4e-4},
-    "R1, EMA decay 0.99": {"train.r1_weight": 1.0, "train.ema_decay": 0.99},
-    "R1, trilinear upsampling": {"train.r1_weight": 1.0, "model.upsample": "trilinear"},
-    "R1, no EMA": {"train.r1_weight": 1.0, "train.ema_decay": 0.0},
-    "R1, lr 1e-3": {"train.r1_weight": 1.0, "train.lr_g": 1e-3, "train.lr_d": 1e-3},
-    "R1, lr 1e-3, betas (0, 0.99)": {"train.r1_weight": 1.0, "train.lr_g": 1e-3,
-                                     "train.lr_d": 1e-3, "train.betas": (0.0, 0.99)},
-    # CT: the default window (-1000, 1000 HU) leaves brain tissue 4 % of the range
-    "R1, brain CT window (0, 80 HU)": {"train.r1_weight": 1.0, "data.ct_window": (0.0, 80.0)},
-    "no R1, brain CT window (0, 80 HU)": {"train.r1_weight": 0.0,
-                                          "data.ct_window": (0.0, 80.0)},
-    # the new defaults, drawing label maps too: its pairs are scored by TSTR
-    "defaults, image + labels": {"labels": True},
+    **{name: {**ONE_CRITIC, **overrides} for name, overrides in {
+        # the defaults before this bench made R1 the default (train.r1_weight None → 1)
+        "no R1 (the old default)": {"train.r1_weight": 0.0},
+        "diffaug translation+cutout": {"train.diff_augment": ["translation", "cutout"]},
+        "diffaug translation+cutout+intensity": {
+            "train.diff_augment": ["translation", "cutout", "intensity"]
+        },
+        "R1 (weight 1)": {"train.r1_weight": 1.0},
+        "residual G and D": {"model.g_residual": True, "model.d_residual": True},
+        "R1 (weight 0.1)": {"train.r1_weight": 0.1},
+        "R1 + diffaug translation+cutout": {"train.r1_weight": 1.0,
+                                            "train.diff_augment": ["translation", "cutout"]},
+        "R1, G width 16": {"train.r1_weight": 1.0, "model.g_channels": 16},
+        "R1, TTUR (lr_g 1e-4, lr_d 4e-4)": {"train.r1_weight": 1.0, "train.lr_g": 1e-4,
+                                             "train.lr_d": 4e-4},
+        "R1, EMA decay 0.99": {"train.r1_weight": 1.0, "train.ema_decay": 0.99},
+        "R1, trilinear upsampling": {"train.r1_weight": 1.0, "model.upsample": "trilinear"},
+        "R1, no EMA": {"train.r1_weight": 1.0, "train.ema_decay": 0.0},
+        "R1, lr 1e-3": {"train.r1_weight": 1.0, "train.lr_g": 1e-3, "train.lr_d": 1e-3},
+        "R1, lr 1e-3, betas (0, 0.99)": {"train.r1_weight": 1.0, "train.lr_g": 1e-3,
+                                         "train.lr_d": 1e-3, "train.betas": (0.0, 0.99)},
+        # CT: the default window (-1000, 1000 HU) leaves brain tissue 4 % of the range
+        "R1, brain CT window (0, 80 HU)": {"train.r1_weight": 1.0,
+                                           "data.ct_window": (0.0, 80.0)},
+        "no R1, brain CT window (0, 80 HU)": {"train.r1_weight": 0.0,
+                                              "data.ct_window": (0.0, 80.0)},
+        "R1, two D steps per G step": {"train.r1_weight": 1.0, "train.n_critic": 2},
+        "lazy R1 (every 4th D step)": {"train.r1_weight": 1.0, "train.r1_every": 4},
+        "R1, D without BatchNorm": {"train.r1_weight": 1.0, "model.d_norm": "none"},
+        "hinge, spectral-norm D without BatchNorm": {
+            "train.r1_weight": 0.0, "train.loss": "hinge", "model.d_norm": "none",
+            "model.spectral_norm": True},
+        "R1, local critic (width 8)": {"train.r1_weight": 1.0, "model.local_d_channels": 8},
+        "R1, local critic (width 16)": {"train.r1_weight": 1.0, "model.local_d_channels": 16},
+        "R1, trilinear, local critic (width 8)": {
+            "train.r1_weight": 1.0, "model.upsample": "trilinear", "model.local_d_channels": 8},
+        # the previous defaults drawing label maps too: its pairs are scored by TSTR
+        "R1 (the previous default), image + labels": {"labels": True},
+    }.items()},
+    # the demo's settings now: R1, trilinear upsampling, local critic of width 16
+    "R1, trilinear, local critic (width 16) — the demo's": {},
+    "the demo's, image + labels": {"labels": True},
+    "R1, trilinear, local critic (width 32)": {"model.local_d_channels": 32},
 }
 
 
