@@ -82,7 +82,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the demo's settings now: R1, trilinear upsampling, local critic of width 16
     "R1, trilinear, local critic (width 16) — the demo's": {},
     "the demo's, image + labels": {"labels": True},
-    "R1, trilinear, local critic (width 32)": {"model.local_d_channels": 32},
 }
 
 
