@@ -82,6 +82,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the demo's settings now: R1, trilinear upsampling, local critic of width 16
     "R1, trilinear, local critic (width 16) — the demo's": {},
     "the demo's, image + labels": {"labels": True},
+    "R1, trilinear, local critic (width 24)": {"model.local_d_channels": 24},
 }
 
 
