@@ -107,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--n", type=int, default=64, help="patches per set (default 64)")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--thorough", action="store_true",
-                          help="synthesis: a slower, surer realism test (4x patches, 3x training)")
+                          help="synthesis: a slower, surer realism test (4x the patches)")
     evaluate.add_argument("--tstr", action="store_true",
                           help="synthesis with labels: train segmenters on synthetic / real "
                                "pairs, Dice on --data with --labels")

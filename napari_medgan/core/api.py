@@ -521,8 +521,8 @@ def evaluate_synthesis(model: Model, data: list[VolumeSource], *, n: int = 64,
     synthetic patches against ``n`` real ones of the training region
     (``c2st_auc_vs_training``) and of the held-out volumes (``c2st_auc_vs_held_out``),
     next to its yardstick ``c2st_auc_real_vs_real``: two disjoint sets of ``n`` held-out
-    patches under the same protocol. ``thorough`` uses 4× the patches and 3× the training
-    of the classifier. The training region and the memorisation report need the training
+    patches under the same protocol. ``thorough`` uses 4× the patches (and so 4× the
+    classifier's training steps). The training region and the memorisation report need the training
     volumes: ``training``, or else the files named on the card, sampled inside the masks
     it was trained with (see :func:`_training_region`); when neither is there they are
     left out and ``notes`` says so.
@@ -548,7 +548,7 @@ def evaluate_synthesis(model: Model, data: list[VolumeSource], *, n: int = 64,
     else:
         notes.append("realism against the training region and memorisation left out: the "
                       "training files named on the card are not on disk")
-    tests = {name: realism.c2st(real, other, folds=folds, seed=seed, thorough=thorough)
+    tests = {name: realism.c2st(real, other, folds=folds, seed=seed)
              for name, (real, other) in pairs.items()}
     report: dict[str, Any] = {f"c2st_auc_{name}": t["auc"] for name, t in tests.items()}
     report.update({f"c2st_p_value_{name}": t["p_value"] for name, t in tests.items()

@@ -108,7 +108,7 @@ def check_card(raw: Any, card_path: Path) -> dict[str, Any]:
         )
     try:
         card = conform(raw, Card, "", RANGES)
-        config = Config.from_dict(card["config"], source="config")
+        config = Config.from_dict(_as_trained(card["config"]), source="config")
         _check_consistency(card, config)
     except (SchemaViolation, ConfigError) as err:
         raise CheckpointError(
@@ -116,6 +116,19 @@ def check_card(raw: Any, card_path: Path) -> dict[str, Any]:
         ) from None
     card["config"] = config.to_dict()
     return card
+
+
+# model fields whose default changed after cards were written without them: the value
+# such a card's nets were built with (one level of local critic before local_d_layers)
+EARLIER_MODEL_DEFAULTS = {"local_d_layers": 1}
+
+
+def _as_trained(config: Any) -> Any:
+    """A card's config with the fields it predates set as its nets were built."""
+    model = config.get("model") if isinstance(config, dict) else None
+    if not isinstance(model, dict):
+        return config
+    return {**config, "model": {**EARLIER_MODEL_DEFAULTS, **model}}
 
 
 def require_model_fields(card: dict[str, Any], path: str | Path,

@@ -73,9 +73,12 @@ class ModelConfig:
     # data-efficient training (#10)
     g_residual: bool = False  # synthesis / anomaly: residual blocks in G at coarse levels
     d_residual: bool = False  # synthesis / anomaly: residual blocks in D at coarse levels
-    # synthesis / anomaly: width of a second, local critic beside D (a PatchGAN, one logit
-    # per 16³ neighbourhood); 0: none. Measured to pay with upsample: trilinear
+    # synthesis / anomaly: width of a second critic beside D, a PatchGAN (one logit per
+    # neighbourhood); 0: none. Measured to pay with upsample: trilinear (bench/README.md)
     local_d_channels: int = 0
+    # its stride-2 levels, which set the neighbourhood a logit sees: 1 → 16³, 2 → 34³,
+    # 3 → 70³ voxels; patches need 3 · 2**levels voxels a side
+    local_d_layers: int = 2
     # large volumes (#11)
     # recompute each U-Net / DCGAN level's activations in the backward pass instead of
     # keeping them: less memory per step (bench/README.md), about a third more compute
@@ -193,6 +196,13 @@ class Config:
                 f"{where}model.local_d_channels can't be used with the wgan-gp loss: its "
                 "gradient penalty constrains D only; set local_d_channels: 0 or use another loss."
             )
+        smallest = 3 * 2**self.model.local_d_layers  # PatchGAN3D's output is one voxel
+        if self.model.local_d_channels and self.model.patch_size < smallest:
+            raise ConfigError(
+                f"{where}model.local_d_layers {self.model.local_d_layers} needs patches of at "
+                f"least {smallest} voxels a side, got patch_size {self.model.patch_size}; use "
+                "fewer local_d_layers or a larger patch."
+            )
         repeated = {name for name in self.train.diff_augment
                     if self.train.diff_augment.count(name) > 1}
         if repeated:
@@ -256,6 +266,7 @@ RANGES = {
     (DataConfig, "queue_length"): AT_LEAST_ONE,
     (ModelConfig, "patch_size"): Range(8, 256),  # 256: where the memory plan allows (#11)
     (ModelConfig, "local_d_channels"): Range(0, 4096),  # 0: no local critic
+    (ModelConfig, "local_d_layers"): Range(1, 6),
     **{(ModelConfig, name): WIDTH for name in ("latent_dim", "g_channels", "d_channels",
                                                "max_channels", "unet_channels",
                                                "patchgan_channels")},

@@ -152,6 +152,10 @@ BAD_FIELDS = {
                                      "model.local_d_channels"),
     "local critic with wgan-gp": ("model: {local_d_channels: 8}\ntrain: {loss: wgan-gp}",
                                   "model.local_d_channels"),
+    "local critic without levels": ("model: {local_d_layers: 0}", "model.local_d_layers"),
+    "local critic deeper than the patch": (
+        "model: {local_d_channels: 8, local_d_layers: 3, patch_size: 16}",
+        "model.local_d_layers 3 needs patches of at least 24 voxels"),
 }
 
 

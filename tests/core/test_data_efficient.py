@@ -92,6 +92,21 @@ def test_a_checkpoint_from_before_the_switches_loads_with_plain_nets(tiny_config
     assert len(api.synthesize(model, n=1)) == 1
 
 
+def test_a_local_critic_from_before_its_levels_were_set_loads_with_one_level(tiny_config,
+                                                                              tmp_path):
+    config = tiny_config()
+    config.model.local_d_channels, config.model.local_d_layers = 4, 1
+    step_losses(config, tmp_path / "old")
+    card_path = tmp_path / "old" / "card.json"
+    card = json.loads(card_path.read_text())
+    del card["config"]["model"]["local_d_layers"]
+    card_path.write_text(json.dumps(card))
+    model = api.load_model(tmp_path / "old", device="cpu")  # its weights fit a 1-level critic
+    assert model.card["config"]["model"]["local_d_layers"] == 1
+    assert model.task.nets["D_local"](torch.zeros(1, 1, 16, 16, 16)).shape[2:] == (6, 6, 6)
+    assert api.Config().model.local_d_layers == 2  # a new config's default is unchanged
+
+
 def test_lazy_r1_acts_every_r1_every_critic_steps_weighted_by_it(tiny_config):
     config = tiny_config(r1_weight=2.0, r1_every=3)
     task = SynthesisTask(config, torch.device("cpu"))
@@ -121,9 +136,13 @@ def test_the_local_critic_judges_every_neighbourhood_and_trains_beside_d(tiny_co
     torch.manual_seed(0)
     config = tiny_config(r1_weight=0.0)
     config.model.local_d_channels = 4
+    patches = torch.rand(2, 1, 16, 16, 16) * 2 - 1
+    # by default two levels: one logit per 34³ neighbourhood, 2³ of them in a 16³ patch
+    assert SynthesisTask(config, torch.device("cpu")).nets["D_local"](patches).shape == (
+        2, 1, 2, 2, 2)
+    config.model.local_d_layers = 1  # 16³ neighbourhoods: locality shows within a 16³ patch
     task = SynthesisTask(config, torch.device("cpu"))
     local = task.nets["D_local"]
-    patches = torch.rand(2, 1, 16, 16, 16) * 2 - 1
     logits = local(patches)
     assert logits.shape[0] == 2 and logits.shape[2:] == (6, 6, 6)  # one per neighbourhood
     # each logit's convolutions see a neighbourhood, not the whole patch: a change in one
