@@ -29,6 +29,7 @@ from _common import RESULTS, halves
 from napari_medgan.core import api
 from napari_medgan.core.data.samples import sample_volume
 from napari_medgan.core.data.volume import Volume
+from napari_medgan.core.realism import C2ST_EPOCHS
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "demo" / "demo_config.yaml"
 FOLDER = RESULTS / "quality"
@@ -37,6 +38,10 @@ CT_TISSUE_HU, CT_PARENCHYMA_HU = 0.0, 25.0  # the atlas is brain only, air set t
 # the demo's settings before the local critic joined them (2026-12-04): nearest
 # upsampling, D alone; the variants measured before then start from these
 ONE_CRITIC = {"model.upsample": "resize", "model.local_d_channels": 0}
+
+# the widths of ModelConfig's defaults (a user without a config file) in place of the demo's
+PACKAGE_MODEL = {"model.latent_dim": 128, "model.g_channels": 32, "model.d_channels": 32,
+                 "model.max_channels": 256}
 
 # config overrides, "section.field": value, on top of the demo's settings
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -72,17 +77,31 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "hinge, spectral-norm D without BatchNorm": {
             "train.r1_weight": 0.0, "train.loss": "hinge", "model.d_norm": "none",
             "model.spectral_norm": True},
-        "R1, local critic (width 8)": {"train.r1_weight": 1.0, "model.local_d_channels": 8},
-        "R1, local critic (width 16)": {"train.r1_weight": 1.0, "model.local_d_channels": 16},
-        "R1, trilinear, local critic (width 8)": {
-            "train.r1_weight": 1.0, "model.upsample": "trilinear", "model.local_d_channels": 8},
+        # a local critic of one level (16³ neighbourhoods), the first kind measured
+        "R1, local critic (width 8, 16³)": {
+            "train.r1_weight": 1.0, "model.local_d_channels": 8, "model.local_d_layers": 1},
+        "R1, local critic (width 16, 16³)": {
+            "train.r1_weight": 1.0, "model.local_d_channels": 16, "model.local_d_layers": 1},
+        "R1, trilinear, local critic (width 8, 16³)": {
+            "train.r1_weight": 1.0, "model.upsample": "trilinear", "model.local_d_channels": 8,
+            "model.local_d_layers": 1},
         # the previous defaults drawing label maps too: its pairs are scored by TSTR
         "R1 (the previous default), image + labels": {"labels": True},
     }.items()},
-    # the demo's settings now: R1, trilinear upsampling, local critic of width 16
-    "R1, trilinear, local critic (width 16) — the demo's": {},
+    # the demo's settings now: R1, trilinear upsampling, a local critic of width 16 and two
+    # levels (34³ neighbourhoods); the demo's first local critic had one level (16³)
+    "R1, trilinear, local critic (width 16, 34³) — the demo's": {},
     "the demo's, image + labels": {"labels": True},
-    "R1, trilinear, local critic (width 24)": {"model.local_d_channels": 24},
+    "the demo's, brain CT window (0, 80 HU)": {"data.ct_window": (0.0, 80.0)},
+    "R1, trilinear, local critic (width 16, 16³)": {"model.local_d_layers": 1},
+    "R1, trilinear, local critic (width 24, 16³)": {"model.local_d_channels": 24,
+                                                     "model.local_d_layers": 1},
+    "R1, trilinear, local critic (width 16, 70³)": {"model.local_d_layers": 3},
+    # the package's own model (no config file): is the demo's setting the better default?
+    "the package's model, transpose upsampling, D alone": {
+        **PACKAGE_MODEL, "model.upsample": "transpose", "model.local_d_channels": 0},
+    "the package's model, trilinear, local critic (width 16, 16³)": {
+        **PACKAGE_MODEL, "model.local_d_layers": 1},
 }
 
 
@@ -165,7 +184,8 @@ def run_variant(dataset: str, variant: str, budget: float, args) -> list[dict[st
 
 def evaluated(out: Path, trained: dict, data: dict, dataset: str, variant: str, budget: float,
               args, seed: int) -> dict[str, Any]:
-    name = f"evaluate-n{args.n}{'-thorough' if args.thorough else ''}"
+    # named by the classifier's epochs too: a result of another C2ST is not this one's
+    name = f"evaluate-n{args.n}-e{C2ST_EPOCHS}{'-thorough' if args.thorough else ''}"
     kept = out / (f"{name}.json" if seed == 0 else f"{name}-seed{seed}.json")
     if kept.exists() and not args.retrain:
         return json.loads(kept.read_text())
