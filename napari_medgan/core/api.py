@@ -522,10 +522,10 @@ def evaluate_synthesis(model: Model, data: list[VolumeSource], *, n: int = 64,
     (``c2st_auc_vs_training``) and of the held-out volumes (``c2st_auc_vs_held_out``),
     next to its yardstick ``c2st_auc_real_vs_real``: two disjoint sets of ``n`` held-out
     patches under the same protocol. ``thorough`` uses 4× the patches (and so 4× the
-    classifier's training steps). The training region and the memorisation report need the training
-    volumes: ``training``, or else the files named on the card, sampled inside the masks
-    it was trained with (see :func:`_training_region`); when neither is there they are
-    left out and ``notes`` says so.
+    classifier's training steps). The training region and the memorisation report need
+    the training volumes: ``training``, or else the files named on the card, sampled
+    inside the masks it was trained with (see :func:`_training_region`); when neither is
+    there they are left out and ``notes`` says so.
     """
     from . import metrics, realism
 

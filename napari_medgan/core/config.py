@@ -77,7 +77,7 @@ class ModelConfig:
     # neighbourhood); 0: none. Measured to pay with upsample: trilinear (bench/README.md)
     local_d_channels: int = 0
     # its stride-2 levels, which set the neighbourhood a logit sees: 1 → 16³, 2 → 34³,
-    # 3 → 70³ voxels; patches need 3 · 2**levels voxels a side
+    # 3 → 70³ voxels (nets/patchgan.py, with the smallest patch each takes)
     local_d_layers: int = 2
     # large volumes (#11)
     # recompute each U-Net / DCGAN level's activations in the backward pass instead of
@@ -196,7 +196,9 @@ class Config:
                 f"{where}model.local_d_channels can't be used with the wgan-gp loss: its "
                 "gradient penalty constrains D only; set local_d_channels: 0 or use another loss."
             )
-        smallest = 3 * 2**self.model.local_d_layers  # PatchGAN3D's output is one voxel
+        from .nets.patchgan import smallest_input
+
+        smallest = smallest_input(self.model.local_d_layers)
         if self.model.local_d_channels and self.model.patch_size < smallest:
             raise ConfigError(
                 f"{where}model.local_d_layers {self.model.local_d_layers} needs patches of at "

@@ -5,9 +5,10 @@ A small 3D CNN is trained on the spot to separate the two sets (Lopez-Paz & Oqua
 1 means always told apart. The verdict is only as good as the classifier's training, so
 the default budget is chosen to find blur and a subtle checkerboard on real brain
 patches (tests/core/test_realism.py) and what a generator trained against a local critic
-gets wrong, while a set of 64 + 64 patches of 32³ takes about ten seconds on 2 CPU
-cores. Always read it next to the AUC of two real sets under the same protocol
-(:func:`c2st` on real vs real), which says what chance looks like at that size.
+gets wrong, while a set of 64 + 64 patches of 32³ takes about 15 CPU seconds of one
+thread (an evaluate's three tests and its sampling: 52 s). Always read it next to the
+AUC of two real sets under the same protocol (:func:`c2st` on real vs real), which says
+what chance looks like at that size.
 """
 
 from __future__ import annotations
@@ -107,7 +108,6 @@ def c2st(real: Tensor, synthetic: Tensor, *, folds: int = 5,
     real = _check_patches(real, "real patches", min_count=folds)
     synthetic = _check_patches(synthetic, "synthetic patches", min_count=folds)
     _check_same_shape(real, synthetic, ("real patches", "synthetic patches"), batch=False)
-    epochs = C2ST_EPOCHS
     x = _classifier_inputs(torch.cat([real, synthetic]).float().cpu())
     y = torch.cat([torch.zeros(len(real)), torch.ones(len(synthetic))])
     gen = torch.Generator().manual_seed(seed)
@@ -121,9 +121,9 @@ def c2st(real: Tensor, synthetic: Tensor, *, folds: int = 5,
         for fold in range(folds):
             test = (fold_of == fold).nonzero().squeeze(1)
             train = (fold_of != fold).nonzero().squeeze(1)
-            scores[test] = _fold_scores(x, y, train, test, epochs, gen)
+            scores[test] = _fold_scores(x, y, train, test, C2ST_EPOCHS, gen)
     auc = auroc(scores, y.bool())
     n1, n2 = len(real), len(synthetic)
     z = (auc - 0.5) / math.sqrt((n1 + n2 + 1) / (12 * n1 * n2))
     return {"auc": auc, "p_value": 0.5 * math.erfc(z / math.sqrt(2)), "n_real": n1,
-            "n_synthetic": n2, "folds": folds, "epochs": epochs}
+            "n_synthetic": n2, "folds": folds, "epochs": C2ST_EPOCHS}

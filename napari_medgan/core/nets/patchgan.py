@@ -7,12 +7,20 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 
+def smallest_input(layers: int) -> int:
+    """The smallest side a :class:`PatchGAN3D` of ``layers`` takes: its ``layers``
+    stride-2 convolutions halve the side and its last two 4³ convolutions (stride 1,
+    padding 1) take one voxel each, leaving ``side / 2**layers - 2 >= 1``."""
+    return 3 * 2**layers
+
+
 class PatchGAN3D(nn.Module):
     """``(B, in_channels, p, p, p)`` → ``(B, 1, p', p', p')`` logits.
 
     Judging local sub-volumes rather than the whole patch pushes the generator
     towards sharp local texture, while the L1 term of the task keeps the layout.
-    ``layers`` stride-2 convolutions set the receptive field (3 → 46³ voxels).
+    ``layers`` stride-2 convolutions set the receptive field: 1 → 16³, 2 → 34³,
+    3 → 70³ voxels (pix2pix's 70 × 70); the input needs :func:`smallest_input` a side.
     """
 
     def __init__(self, in_channels: int = 2, channels: int = 32, layers: int = 3,
