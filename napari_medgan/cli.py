@@ -480,4 +480,6 @@ _COMMANDS = {
 }
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .core.distributed import exit_process
+
+    exit_process(main())

@@ -146,6 +146,7 @@ def train(
         while step < total:
             if world.any(_stop_requested(stop)):
                 path = run.save(step)
+                world.close()
                 yield TrainEvent(
                     "stopped",
                     step,
@@ -168,6 +169,7 @@ def train(
                 event.checkpoint = str(run.save(step))
             yield event
     path = run.save(step)
+    world.close()
     yield TrainEvent("done", step, total, checkpoint=str(path), message=f"finished {step} steps")
 
 

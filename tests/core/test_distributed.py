@@ -1,5 +1,9 @@
 """The distributed plumbing's arithmetic, without starting processes (see tests/cli for those)."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -30,3 +34,20 @@ def test_the_global_batch_must_split_evenly():
 def test_the_shortcut_passes_everything_but_nproc_on():
     assert _without_nproc(["train", "--nproc", "2", "--steps", "3", "--nproc=4"]) == [
         "train", "--steps", "3"]
+
+
+@pytest.mark.parametrize(("world_size", "finalised"), [("1", True), ("2", False)])
+def test_a_process_of_several_exits_without_finalisation(world_size, finalised):
+    # gloo's workers may free a collective's tensors during finalisation and abort the
+    # process; one of several therefore leaves with os._exit, its output flushed
+    script = ("import atexit, sys\n"
+              "atexit.register(lambda: print('finalised'))\n"
+              "print('printed', end='')\n"
+              "from napari_medgan.core.distributed import exit_process\n"
+              "exit_process(3)\n")
+    env = {**os.environ, "WORLD_SIZE": world_size}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 3
+    assert result.stdout.startswith("printed")
+    assert ("finalised" in result.stdout) == finalised
