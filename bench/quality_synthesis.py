@@ -92,6 +92,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # levels (34³ neighbourhoods); the demo's first local critic had one level (16³)
     "R1, trilinear, local critic (width 16, 34³) — the demo's": {},
     "the demo's, image + labels": {"labels": True},
+    "the demo's, batch 4": {"train.batch_size": 4},
+    "the demo's, two D steps per G step": {"train.n_critic": 2},
+    "the demo's, lr 5e-4": {"train.lr_g": 5e-4, "train.lr_d": 5e-4},
+    "the demo's, no R1": {"train.r1_weight": 0.0},
+    "the demo's, lr_d 4e-4": {"train.lr_d": 4e-4},
+    "the demo's, no R1, two D steps per G step": {"train.r1_weight": 0.0, "train.n_critic": 2},
     "the demo's, brain CT window (0, 80 HU)": {"data.ct_window": (0.0, 80.0)},
     "R1, trilinear, local critic (width 16, 16³)": {"model.local_d_layers": 1},
     "R1, trilinear, local critic (width 24, 16³)": {"model.local_d_channels": 24,
