@@ -480,6 +480,6 @@ _COMMANDS = {
 }
 
 if __name__ == "__main__":
-    from .core.distributed import exit_process
+    from .core import api
 
-    exit_process(main())
+    api.exit_process(main())

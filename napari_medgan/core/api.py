@@ -46,7 +46,7 @@ from .data.samples import SAMPLE_NAMES, sample_volume, write_sample
 from .data.task_data import hole_mask
 from .data.volume import Volume
 from .device import device_choices, resolve_device
-from .distributed import is_main_process, launch_training
+from .distributed import exit_process, is_main_process, launch_training
 from .errors import CheckpointError, ConfigError, DataError
 from .infer import sliding_window
 from .output import check_output, size_on_disk
@@ -70,6 +70,7 @@ __all__ = [
     "check_output",
     "device_choices",
     "evaluate",
+    "exit_process",
     "is_main_process",
     "is_volume_path",
     "launch_training",
