@@ -43,7 +43,6 @@ class World:
     size: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     local_size: int = 1  # the processes on this machine, which share its RAM
-    owns_group: bool = False  # whether join() started the process group (and so ends it)
 
     @property
     def is_main(self) -> bool:
@@ -86,21 +85,6 @@ class World:
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(net, device_ids=ids)
 
-    def close(self) -> None:
-        """Wait for every process, then leave the process group this world started.
-
-        Rank 0 writes the last checkpoint while the others are done; a process that left
-        gloo's group then, at its exit, was seen to abort (SIGABRT, "terminate called
-        without an active exception") about once in twelve runs.
-        """
-        if self.size == 1:
-            return
-        import torch.distributed as dist
-
-        dist.barrier()
-        if self.owns_group:
-            leave_process_group()
-
     def per_process(self, batch_size: int) -> int:
         """This process's share of the global ``batch_size``."""
         if batch_size % self.size:
@@ -133,12 +117,11 @@ def join(device: torch.device) -> World:
                 "(--nproc / --nproc_per_node).")
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
-    owns_group = not dist.is_initialized()
-    if owns_group:
+    if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        atexit.register(leave_process_group)  # when training ends early, with an error
+        atexit.register(dist.destroy_process_group)
     return World(dist.get_rank(), dist.get_world_size(), device,
-                 int(os.environ.get("LOCAL_WORLD_SIZE", "1")), owns_group)
+                 int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def exit_process(code: int) -> NoReturn:
@@ -148,22 +131,15 @@ def exit_process(code: int) -> NoReturn:
     Gloo's worker threads free the last collective's work a moment after it completes; if
     that happens while the interpreter finalises, freeing its tensors needs the GIL and
     aborts the process (SIGABRT, "terminate called without an active exception"; seen
-    about once in twelve runs on rank 1, a core dump shows ~AsyncBarrierWork in
-    ProcessGroupGloo::runLoop). Checkpoints are written and closed by then.
+    about once in twelve runs on rank 1, a core dump shows the work's destructor in
+    ProcessGroupGloo::runLoop). Destroying the group first does not help: it leaves
+    gloo's threads running. Checkpoints are written and closed by then.
     """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
-
-
-def leave_process_group() -> None:
-    """Destroy the default process group, if it is still there."""
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def launch_training(nproc: int, cli_args: list[str]) -> int | None:

@@ -146,7 +146,6 @@ def train(
         while step < total:
             if world.any(_stop_requested(stop)):
                 path = run.save(step)
-                world.close()
                 yield TrainEvent(
                     "stopped",
                     step,
@@ -169,7 +168,6 @@ def train(
                 event.checkpoint = str(run.save(step))
             yield event
     path = run.save(step)
-    world.close()
     yield TrainEvent("done", step, total, checkpoint=str(path), message=f"finished {step} steps")
 
 
