@@ -75,6 +75,8 @@ def _conform(value: Any, annotation: Any, field: str, ranges: Ranges, limit: Ran
         (inner,) = [arg for arg in args if arg is not type(None)]  # only "X | None" is used
         return _conform(value, inner, field, ranges, limit)
     if origin is Literal:
+        if isinstance(value, bool) and {"on", "off"} <= set(args):
+            value = "on" if value else "off"  # YAML 1.1 reads a bare on / off as true / false
         if value not in args:
             choices = ", ".join(map(str, args))
             raise SchemaViolation(f"{field} is {_SHORT.repr(value)}; choose one of {choices}.")

@@ -54,7 +54,7 @@ def test_unknown_keys_and_sections_are_named():
         ("model", "activation_checkpointing", "yes", "model.activation_checkpointing"),
         ("train", "compile", "fast", "train.compile"),
         ("train", "fused_adam", "maybe", "train.fused_adam"),
-        ("train", "cudnn_benchmark", True, "train.cudnn_benchmark"),
+        ("train", "cudnn_benchmark", 1, "train.cudnn_benchmark"),
         ("train", "pin_memory", "always", "train.pin_memory"),
     ],
 )
@@ -193,6 +193,17 @@ def test_exponent_numbers_are_numbers_and_quoted_ones_text(tmp_path):
     assert (config.train.lr_g, config.train.lr_d, config.train.steps) == (1e-4, 3e-5, 1000)
     path.write_text("train: {lr_g: '1e-4'}\n")
     with pytest.raises(ConfigError, match="train.lr_g must be a number, got '1e-4'"):
+        load_config(path)
+
+
+def test_a_bare_on_or_off_in_yaml_sets_an_on_off_switch(tmp_path):
+    # YAML 1.1 reads a bare on / off as true / false
+    path = tmp_path / "c.yaml"
+    path.write_text("train: {channels_last: off, fused_adam: on, cudnn_benchmark: 'auto'}\n")
+    config = load_config(path)
+    assert (config.train.channels_last, config.train.fused_adam) == ("off", "on")
+    path.write_text("train: {critic_real: on}\n")  # a choice without on / off keeps the error
+    with pytest.raises(ConfigError, match="train.critic_real is True; choose one of"):
         load_config(path)
 
 
