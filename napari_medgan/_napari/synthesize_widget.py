@@ -76,7 +76,10 @@ def describe_quality(report: dict[str, Any]) -> str:
         lines.append(
             f"Memorisation: {verdict}. {close:.0%} of synthetic patches are closer to a "
             "training patch than 95 % of real held-out patches get (about 5 % is normal, "
-            f"above {report['memorisation_suspicious_above']:.0%} suspicious).")
+            f"above {report['memorisation_suspicious_above']:.0%} suspicious); new real "
+            f"patches of the training region: {report['memorisation_training_region_share']:.0%}"
+            " (higher than 5 % when the held-out data differ from the training region: a "
+            "share up to this level is what sampling the training data gives).")
         lines.append(
             f"Nearest-training distance ratio: {report['memorisation_nn_distance_ratio']:.3g} "
             "(synthetic / real; well below 1 also hints at copying).")

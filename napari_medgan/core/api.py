@@ -541,10 +541,13 @@ def evaluate_synthesis(model: Model, data: list[VolumeSource], *, n: int = 64,
     training, training_masks = _training_region(model, training)
     pairs = {"vs_held_out": (held_out[:n_c2st], synthetic),
              "real_vs_real": (held_out[:n_c2st], held_out[n_c2st:])}  # the yardstick
-    training_patches = None
+    training_patches = training_fresh = None
     if training:
         training_patches = _foreground_patches(model, training, max(4 * n, 256, n_c2st),
                                                seed + 2, masks=training_masks)
+        # the memorisation share's reference: new real patches of the training region
+        training_fresh = _foreground_patches(model, training, n, seed + 3,
+                                             masks=training_masks)
         pairs = {"vs_training": (training_patches[:n_c2st], synthetic), **pairs}
     else:
         notes.append("realism against the training region and memorisation left out: the "
@@ -555,7 +558,8 @@ def evaluate_synthesis(model: Model, data: list[VolumeSource], *, n: int = 64,
     report.update({f"c2st_p_value_{name}": t["p_value"] for name, t in tests.items()
                    if name != "real_vs_real"})
     report.update(c2st_patches_per_set=n_c2st, c2st_epochs=tests["vs_held_out"]["epochs"])
-    report.update(metrics.synthesis_report(synthetic[:n], held_out[:n], training_patches))
+    report.update(metrics.synthesis_report(synthetic[:n], held_out[:n], training_patches,
+                                           training_fresh))
     report.update(n_synthetic=n, held_out_files=[str(p) for p in data], notes=notes)
     return json_safe(report)
 

@@ -69,6 +69,9 @@ def test_evaluate_reports_quality_and_memorisation(trained, real_dir):
     assert all(0 <= report[k] <= 1 for k in list(report)[:5])
     assert set(report["tissue_w1"]) == {"dark", "middle", "bright"}
     assert 0 <= report["ms_ssim_diversity_held_out"] <= 1
+    # the share's reference: n new real patches of the training region
+    assert report["memorisation_n_training_fresh"] == 16
+    assert 0 <= report["memorisation_training_region_share"] <= 1
 
 
 def test_evaluate_says_when_training_files_are_gone(trained, real_dir, tmp_path):

@@ -126,6 +126,24 @@ def test_memorisation_quiet_for_independent_samples() -> None:
     assert report["synthetic_nn_distance_min"] > 0.1
 
 
+def test_memorisation_share_has_the_training_regions_own_as_reference() -> None:
+    """Held-out patches unlike the training region (shifted here) put honest samples of
+    that region above the 0.05 bound too; fresh real patches of it show that level."""
+    training = smooth_patches(200, 16, seed=0)
+    held_out = smooth_patches(40, 16, seed=1) + 0.2
+    fresh = smooth_patches(40, 16, seed=3)
+    report = metrics.memorisation_report(smooth_patches(40, 16, seed=2), held_out, training,
+                                         fresh)
+    assert report["n_training_fresh"] == 40
+    assert report["training_region_share"] > 0.5 > report["suspicious_above"]
+    assert report["fraction_suspiciously_close"] == pytest.approx(
+        report["training_region_share"], abs=0.15)
+    alike = metrics.memorisation_report(smooth_patches(40, 16, seed=2),
+                                        smooth_patches(40, 16, seed=1), training, fresh)
+    assert alike["training_region_share"] < alike["suspicious_above"]  # about 0.05
+    assert "training_region_share" not in metrics.memorisation_report(fresh, held_out, training)
+
+
 def test_nn_distance_chunks_give_the_same_answer() -> None:
     query, reference = torch.randn(7, 20), torch.randn(30, 20)
     full = (torch.cdist(query.double(), reference.double()).min(1).values) / math.sqrt(20)
