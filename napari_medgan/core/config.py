@@ -105,7 +105,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
-    amp: bool = True  # bfloat16 autocast; CUDA only
+    amp: bool = True  # bfloat16 autocast where the device computes it natively (speed.py)
     # channels_last_3d memory layout: "auto" (= on), "on", "off"
     channels_last: Literal["auto", "on", "off"] = "auto"
     preview_every: int = 50

@@ -1,6 +1,7 @@
 """The training loop driven the way a face drives it: iterate events, request a stop, resume."""
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,6 +182,23 @@ def test_fused_adam_follows_the_config_also_on_resume(tiny_config):
                    for group in opt.param_groups)
     moments = [state["exp_avg"] for state in plain.optimizers["G"].state.values()]
     assert moments and all(m.abs().sum() > 0 for m in moments)  # the saved state was loaded
+
+
+def test_bf16_autocast_where_the_device_computes_it(tiny_config):
+    from napari_medgan.core.speed import cpu_computes_bf16
+    from napari_medgan.core.tasks.synthesis import SynthesisTask
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():  # Linux says which instructions the CPU has
+        flags = set(cpuinfo.read_text().split())
+        assert cpu_computes_bf16() == bool({"avx512_bf16", "amx_tile"} & flags)
+    cpu = torch.device("cpu")
+    task = SynthesisTask(tiny_config(), cpu)
+    assert task.use_amp == cpu_computes_bf16()
+    assert not SynthesisTask(tiny_config(amp=False), cpu).use_amp
+    with task.autocast():
+        patches = task.nets["G"](task.noise(2))
+    assert patches.dtype == (torch.bfloat16 if task.use_amp else torch.float32)
 
 
 COMPILE_CHECK = """

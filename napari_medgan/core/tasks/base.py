@@ -24,7 +24,7 @@ from ..data.task_data import TaskNeeds
 from ..data.volume import Volume
 from ..distributed import World
 from ..losses import r1_penalty
-from ..speed import fused_adam
+from ..speed import bf16_autocast, fused_adam
 
 NextBatch = Callable[[], dict[str, torch.Tensor]]
 
@@ -65,8 +65,7 @@ class Task:
         # no Generator lives on the meta device, where restore() sizes the nets
         self.rng = torch.Generator(device="cpu" if device.type == "meta" else device)
         self.rng.manual_seed(config.train.seed)
-        on_cuda = device.type == "cuda"
-        self.use_amp = config.train.amp and on_cuda and torch.cuda.is_bf16_supported()
+        self.use_amp = bf16_autocast(config, device)
         # channels_last_3d: 1.4x the steps/s of the contiguous layout on a 2-core CPU
         # (bench/bench_train.py), and the layout cuDNN prefers on CUDA.
         self.channels_last = config.train.channels_last != "off"
@@ -117,7 +116,7 @@ class Task:
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.use_amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:

@@ -77,9 +77,11 @@ class SynthesisTask(Task):
         kind = self.config.loss
         for critic_step in range(self.n_critic):
             real = self.real_batch(next_batch())
-            with torch.no_grad(), self.autocast():
-                fake = G(self.noise(real.shape[0]))
-            real, fake = self.augment(real), self.augment(fake)  # D sees both augmented
+            # the last critic step's fakes are G's batch too (one forward per step, as in
+            # DCGAN: a fifth more steps in the same time), so they keep their graph
+            with torch.set_grad_enabled(critic_step == self.n_critic - 1), self.autocast():
+                drawn = G(self.noise(real.shape[0]))
+            real, fake = self.augment(real), self.augment(drawn.detach())  # D sees both augmented
             with self.autocast():
                 loss_d = sum(discriminator_loss(kind, self.trained(name)(real),
                                                 self.trained(name)(fake))
@@ -94,7 +96,7 @@ class SynthesisTask(Task):
             for name in self.critics:
                 self.optimizers[name].step()
         with self.autocast():
-            fake = self.augment(G(self.noise(real.shape[0])))
+            fake = self.augment(drawn)
             # the critics judge: no sync
             loss_g = sum(generator_loss(kind, self.nets[name](fake)) for name in self.critics)
         self.optimizers["G"].zero_grad(set_to_none=True)
