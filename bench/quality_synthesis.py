@@ -89,7 +89,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "R1 (the previous default), image + labels": {"labels": True},
     }.items()},
     # the demo's settings now: R1, trilinear upsampling, a local critic of width 16 and two
-    # levels (34³ neighbourhoods); the demo's first local critic had one level (16³)
+    # levels (34³ neighbourhoods); the demo's first local critic had one level (16³).
+    # Since 2026-12-05 a step runs G once and in bf16 where the CPU computes it; the
+    # checkpoints kept from before (float32, G twice a step) are not these variants' own
     "R1, trilinear, local critic (width 16, 34³) — the demo's": {},
     "the demo's, image + labels": {"labels": True},
     "the demo's, batch 4": {"train.batch_size": 4},
@@ -97,6 +99,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "the demo's, lr 5e-4": {"train.lr_g": 5e-4, "train.lr_d": 5e-4},
     "the demo's, no R1": {"train.r1_weight": 0.0},
     "the demo's, lr_d 4e-4": {"train.lr_d": 4e-4},
+    "the demo's, float32 (train.amp: false)": {"train.amp": False},
+    "the demo's, lazy R1 (every 4th D step)": {"train.r1_every": 4},
     "the demo's, no R1, two D steps per G step": {"train.r1_weight": 0.0, "train.n_critic": 2},
     "the demo's, brain CT window (0, 80 HU)": {"data.ct_window": (0.0, 80.0)},
     "R1, trilinear, local critic (width 16, 16³)": {"model.local_d_layers": 1},
@@ -230,6 +234,7 @@ def row(results: list[dict[str, Any]]) -> list:
             first["steps"], spread("c2st_auc_vs_training"), spread("c2st_auc_vs_held_out"),
             spread("c2st_auc_real_vs_real"), num("hf_power_ratio"),
             num("memorisation_fraction_suspiciously_close", ".3f"),
+            num("memorisation_training_region_share", ".3f"),
             num("mmd_synthetic_vs_held_out", ".3f"),
             tstr([result["report"]["tstr"] for result in results if "tstr" in result["report"]])]
 
@@ -243,7 +248,8 @@ def tstr(reports: list[dict]) -> str:
 
 
 HEADER = ["data", "variant", "CPU s", "steps", "C2ST vs train", "C2ST vs held-out",
-          "C2ST real-real", "HF power", "memorised", "MMD", "TSTR Dice syn / real / both"]
+          "C2ST real-real", "HF power", "memorised", "memorised, training region's own",
+          "MMD", "TSTR Dice syn / real / both"]
 
 
 def main(argv: list[str]) -> None:
