@@ -123,7 +123,7 @@ def main(argv: list[str]) -> None:
     out, _, _ = trained_model("mni152", REFERENCE_VARIANT, args.budget, args)
     model = load_model(out, device="cpu")
     files, masks = _training_region(model, None)
-    real = _foreground_patches(model, files, 2 * args.n, seed=1, masks=masks)
+    (real,) = _foreground_patches(model, files, [(2 * args.n, 1)], masks=masks)
     first, second = real[:args.n], real[args.n:]
     rows = []
     for name, fault in FAULTS.items():

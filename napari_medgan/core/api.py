@@ -536,18 +536,17 @@ def evaluate_synthesis(model: Model, data: list[VolumeSource], *, n: int = 64,
     n_c2st = 4 * n if thorough else n
     folds = min(5, n_c2st)
     synthetic = model.task.sample(n_c2st, seed=seed).cpu()  # normalised, as the real patches
-    held_out = _foreground_patches(model, data, 2 * n_c2st, seed + 1)
+    (held_out,) = _foreground_patches(model, data, [(2 * n_c2st, seed + 1)])
     notes = []
     training, training_masks = _training_region(model, training)
     pairs = {"vs_held_out": (held_out[:n_c2st], synthetic),
              "real_vs_real": (held_out[:n_c2st], held_out[n_c2st:])}  # the yardstick
     training_patches = training_fresh = None
     if training:
-        training_patches = _foreground_patches(model, training, max(4 * n, 256, n_c2st),
-                                               seed + 2, masks=training_masks)
-        # the memorisation share's reference: new real patches of the training region
-        training_fresh = _foreground_patches(model, training, n, seed + 3,
-                                             masks=training_masks)
+        # patches of the training region, and new ones: the memorisation share's reference
+        training_patches, training_fresh = _foreground_patches(
+            model, training, [(max(4 * n, 256, n_c2st), seed + 2), (n, seed + 3)],
+            masks=training_masks)
         pairs = {"vs_training": (training_patches[:n_c2st], synthetic), **pairs}
     else:
         notes.append("realism against the training region and memorisation left out: the "
@@ -605,9 +604,10 @@ def _training_region(model: Model, training: list[VolumeSource] | None
     return files, masks if masks and all(Path(m).exists() for m in masks) else None
 
 
-def _foreground_patches(model: Model, paths: list, n: int, seed: int,
-                        masks: list[str] | None = None) -> torch.Tensor:
-    """``n`` normalised patches centred on foreground (inside ``masks`` when given)."""
+def _foreground_patches(model: Model, paths: list, draws: list[tuple[int, int]],
+                        masks: list[str] | None = None) -> list[torch.Tensor]:
+    """Normalised patches centred on foreground (inside ``masks`` when given): one batch
+    of ``n`` per ``(n, seed)`` of ``draws``, from volumes read once."""
     data = load_training_volumes(paths, patch_size=model.patch_size, masks=masks,
                                  irregular_series=model.task.config.data.irregular_series)
     volumes = [normalize(model.normalization, v.tensor) for v in data.volumes]
@@ -618,7 +618,5 @@ def _foreground_patches(model: Model, paths: list, n: int, seed: int,
         raise DataError(
             f"One of {', '.join(map(str, paths))} has no foreground to take patches from."
         )
-    sampler = DevicePatchSampler(
-        volumes, model.patch_size, n, device=torch.device("cpu"), seed=seed, masks=regions
-    )
-    return sampler.next_batch()
+    return [DevicePatchSampler(volumes, model.patch_size, n, device=torch.device("cpu"),
+                               seed=seed, masks=regions).next_batch() for n, seed in draws]
