@@ -77,9 +77,44 @@ def test_labels_become_one_segment_per_label_on_the_input_geometry(scene, real_d
     # labels 1 and 2 are in the map, 3 is not: still a segment, empty
     assert [(s.GetName(), s.GetLabelValue()) for s in segments] == [
         ("label 1", 1), ("label 2", 2), ("label 3", 3)]
-    assert scene.GetNumberOfNodes() == before + 2  # the segmentation and its display node
+    assert scene.GetNumberOfNodes() == before + 3  # the segmentation, its display, its colours
     # exported back on the input's grid, the label map is the one given, voxel for voxel
     path = write_node_file(node, str(tmp_path / "labels.nrrd"), reference=reference)
     back = api.read_volume(path)
     np.testing.assert_allclose(back.affine, OBLIQUE, atol=1e-6)
     assert torch.equal(back.tensor.to(torch.uint8), volume.tensor)
+
+
+def test_exported_segments_keep_their_label_values_not_their_order(scene, real_dir, tmp_path):
+    """Label values 2 and 5 (say, a model trained on a FreeSurfer-like map) come back as
+    2 and 5 from the file a training run or a user's export writes, not as segments 1, 2."""
+    reference = oblique_node(scene, real_dir)
+    codes = torch.zeros(1, *volume_from_node(reference).spatial_shape, dtype=torch.uint8)
+    codes[0, :10] = 2
+    codes[0, -10:, :12] = 5
+    labels = api.Volume(codes, OBLIQUE, "labels")
+    names = ["background", "grey matter", "white matter", "CSF"]
+    node = segmentation_from_labels(labels, reference, [0, 2, 5, 7], "tissue",
+                                    segment_names=names, scene=scene)
+    back = api.read_volume(write_node_file(node, str(tmp_path / "a.nrrd"), reference=reference))
+    assert torch.equal(back.tensor.to(torch.uint8), codes)
+    tables = scene.GetNodesByClass("vtkMRMLColorTableNode").GetNumberOfItems()  # no leftovers
+    # written again into the same node: its colour table replaced, not one more
+    shifted = api.Volume(torch.where(codes > 0, codes + 1, 0), OBLIQUE, "labels")
+    segmentation_from_labels(shifted, reference, [0, 3, 6], "tissue", node=node, scene=scene)
+    assert scene.GetNodesByClass("vtkMRMLColorTableNode").GetNumberOfItems() == tables
+    back = api.read_volume(write_node_file(node, str(tmp_path / "b.nrrd"), reference=reference))
+    assert torch.equal(back.tensor.to(torch.uint8), shifted.tensor)
+    # a user's own conversion table is what Slicer exports with, and it is left alone
+    user = scene.AddNewNodeByClass("vtkMRMLColorTableNode", "user labels")
+    user.SetTypeToUser()
+    user.SetNumberOfColors(41)
+    user.SetColor(40, "label 3", 1.0, 0.0, 0.0, 1.0)
+    user.SetColor(30, "label 6", 0.0, 1.0, 0.0, 1.0)
+    node.SetLabelmapConversionColorTableNodeID(user.GetID())
+    back = api.read_volume(write_node_file(node, str(tmp_path / "c.nrrd"), reference=reference))
+    assert torch.equal(back.tensor.to(torch.uint8), codes.clone().apply_(
+        lambda v: {0: 0, 2: 40, 5: 30}[v]))
+    segmentation_from_labels(shifted, reference, [0, 3, 6], "tissue", node=node, scene=scene)
+    assert node.GetLabelmapConversionColorTableNode() is not user
+    assert user.GetNumberOfColors() == 41 and user.GetColorName(40) == "label 3"

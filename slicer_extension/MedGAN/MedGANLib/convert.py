@@ -31,6 +31,7 @@ from napari_medgan.core.errors import DataError
 SCALAR_VOLUME = "vtkMRMLScalarVolumeNode"
 LABELMAP_VOLUME = "vtkMRMLLabelMapVolumeNode"
 SEGMENTATION = "vtkMRMLSegmentationNode"
+COLOR_TABLE = "vtkMRMLColorTableNode"
 # scalar volume subclasses with several values per voxel
 MULTI_COMPONENT = ("vtkMRMLVectorVolumeNode", "vtkMRMLTensorVolumeNode")
 
@@ -117,7 +118,9 @@ def segmentation_from_labels(labels: Volume, reference, label_values: list[int],
     Segments keep their label value and are named ``segment_names`` (one per value,
     background included) or ``label N``; a label the model did not predict anywhere is
     an empty segment, so the segment list is the same for every volume. The reference
-    image geometry is the input ``reference``'s.
+    image geometry is the input ``reference``'s. The node's labelmap conversion colour
+    table names each value, so an export (:func:`write_node_file`, Slicer's own) writes
+    the label values, not the segments' order.
     """
     names = dict(zip(label_values, segment_names or [f"label {v}" for v in label_values],
                      strict=True))
@@ -134,6 +137,7 @@ def segmentation_from_labels(labels: Volume, reference, label_values: list[int],
             node.CreateDefaultDisplayNodes()
         else:
             node.GetSegmentation().RemoveAllSegments()
+        previous = node.GetLabelmapConversionColorTableNode()  # the import replaces it
         node.SetReferenceImageGeometryParameterFromVolumeNode(reference)
         logic = slicer.vtkSlicerSegmentationsModuleLogic
         if not logic.ImportLabelmapToSegmentationNode(labelmap, node):
@@ -149,9 +153,35 @@ def segmentation_from_labels(labels: Volume, reference, label_values: list[int],
             else:
                 segment_id = segmentation.AddEmptySegment(f"label_{value}", names[value])
                 segmentation.GetSegment(segment_id).SetLabelValue(value)
+        _name_label_values(node, {value: names[value] for value in label_values[1:]},
+                           previous)
     finally:
         remove_node(labelmap)
     return node
+
+
+#: marks the colour tables this module made, which it may rewrite (a user's it leaves alone)
+OWN_COLOR_TABLE = "MedGAN.labelValues"
+
+
+def _name_label_values(node, names: dict[int, str], previous) -> None:
+    """Give ``node`` a labelmap conversion colour table with ``names[value]`` at each value
+    (Slicer exports a segment with the value of the colour named as it is). A ``previous``
+    table this module made is replaced (Slicer caches a table's names); a user's is kept."""
+    scene = node.GetScene()
+    if previous is not None and previous.GetAttribute(OWN_COLOR_TABLE) is not None:
+        scene.RemoveNode(previous)
+    table = scene.AddNewNodeByClass(COLOR_TABLE, f"{node.GetName()} label values")
+    table.SetAttribute(OWN_COLOR_TABLE, "1")
+    table.SetTypeToUser()
+    table.SetNumberOfColors(max(names, default=0) + 1)
+    table.SetColor(0, "background", 0.0, 0.0, 0.0, 0.0)
+    segmentation = node.GetSegmentation()
+    colors = {segmentation.GetNthSegment(i).GetName(): segmentation.GetNthSegment(i).GetColor()
+              for i in range(segmentation.GetNumberOfSegments())}
+    for value, name in names.items():
+        table.SetColor(value, name, *colors.get(name, (0.5, 0.5, 0.5)), 1.0)
+    node.SetLabelmapConversionColorTableNodeID(table.GetID())
 
 
 def remove_node(node) -> None:
@@ -166,16 +196,29 @@ def write_node_file(node, path: str, *, reference=None, role: str = "training vo
     """Write a volume node (or a segmentation, as a label map on ``reference``'s grid) to ``path``.
 
     The storage node writes the exact voxels and geometry (LPS in the file); this is
-    how volume nodes become training files for a ``medgan train`` process.
+    how volume nodes become training files for a ``medgan train`` process. A
+    segmentation's visible segments get the values of its labelmap conversion colour
+    table, as in Slicer's own export (a segment named as a colour takes its value; without
+    a table, or for a name not in it, Slicer numbers the segments).
     """
     if node is not None and node.IsA(SEGMENTATION):
         if reference is None:
             raise DataError(f"The segmentation '{node.GetName()}' needs a volume to give its grid.")
         scene = node.GetScene()
+        tables_before = _node_ids(scene, COLOR_TABLE)
         labelmap = scene.AddNewNodeByClass(LABELMAP_VOLUME, f"{node.GetName()} labels")
         try:
+            segment_ids = vtk.vtkStringArray()  # the visible ones; all without a display
+            display = node.GetDisplayNode()
+            if display is None:
+                node.GetSegmentation().GetSegmentIDs(segment_ids)
+            else:
+                display.GetVisibleSegmentIDs(segment_ids)
             logic = slicer.vtkSlicerSegmentationsModuleLogic
-            if not logic.ExportVisibleSegmentsToLabelmapNode(node, labelmap, reference):
+            if not logic.ExportSegmentsToLabelmapNode(
+                    node, segment_ids, labelmap, reference,
+                    slicer.vtkSegmentation.EXTENT_UNION_OF_EFFECTIVE_SEGMENTS,
+                    node.GetLabelmapConversionColorTableNode()):
                 raise DataError(
                     f"The segmentation '{node.GetName()}' could not be exported on the grid of "
                     f"'{reference.GetName()}'; check that it has visible segments."
@@ -183,6 +226,8 @@ def write_node_file(node, path: str, *, reference=None, role: str = "training vo
             return write_node_file(labelmap, path, role=role)
         finally:
             remove_node(labelmap)
+            for table_id in _node_ids(scene, COLOR_TABLE) - tables_before:  # the export's own
+                scene.RemoveNode(scene.GetNodeByID(table_id))
     check_volume_node(node, role)
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
     storage.SetFileName(str(path))
@@ -190,6 +235,11 @@ def write_node_file(node, path: str, *, reference=None, role: str = "training vo
     if not storage.WriteData(node):
         raise DataError(f"Could not write the {role} '{node.GetName()}' to {path}.")
     return str(path)
+
+
+def _node_ids(scene, node_class: str) -> set[str]:
+    nodes = scene.GetNodesByClass(node_class)
+    return {nodes.GetItemAsObject(i).GetID() for i in range(nodes.GetNumberOfItems())}
 
 
 def read_node_file(path: str, node):
