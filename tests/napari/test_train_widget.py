@@ -164,6 +164,23 @@ def test_each_task_shows_only_the_pickers_it_needs(train_widget):
     assert widget.roles["labels"].layer.name == "tissue"
 
 
+def test_the_patch_size_arrows_step_through_powers_of_two(train_widget):
+    patch = train_widget.patch
+    seen = []
+    for _ in range(6):
+        patch.stepUp()
+        seen.append(patch.value())
+    assert seen == [32, 64, 128, 256, 256, 256]  # from the fixture's 16, up to the maximum
+    patch.setValue(40)  # typed: one step goes to the power of two on that side
+    patch.stepDown()
+    assert patch.value() == 32
+    patch.setValue(40)
+    patch.stepUp()
+    assert patch.value() == 64
+    patch.stepBy(-3)
+    assert patch.value() == 8
+
+
 # --- bad input: one clear notification, the viewer alive, nothing lost -------------------
 
 
