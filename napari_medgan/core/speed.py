@@ -5,7 +5,8 @@ to pay (``compile`` was slower), and their CUDA defaults follow PyTorch's guidan
 a GPU measurement backs or overturns them (``bench_train.py --device cuda``). They
 change no result beyond floating-point rounding. bfloat16 autocast (``train.amp``) is on
 wherever the device computes bfloat16 natively, the CPU included: 1.4× the synthesis
-steps/s of float32 on the 2-core CPU measured (bench/README.md).
+steps/s of float32 on the 2-core CPU measured (bench/README.md). On the CPU it covers
+training only (``Task.autocast``): inference stays float32, unquantised.
 """
 
 from __future__ import annotations

@@ -199,6 +199,10 @@ def test_bf16_autocast_where_the_device_computes_it(tiny_config):
     with task.autocast():
         patches = task.nets["G"](task.noise(2))
     assert patches.dtype == (torch.bfloat16 if task.use_amp else torch.float32)
+    with torch.no_grad(), task.autocast():  # CPU inference: float32, not quantised to bf16
+        assert task.nets["G"](task.noise(2)).dtype == torch.float32
+    sample = task.sample(2, seed=0)
+    assert sample.unique().numel() > 0.9 * sample.numel()  # bf16 in [-1, 1]: ~1,300 values
 
 
 COMPILE_CHECK = """

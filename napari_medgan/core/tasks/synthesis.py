@@ -79,7 +79,7 @@ class SynthesisTask(Task):
             real = self.real_batch(next_batch())
             # the last critic step's fakes are G's batch too (one forward per step, as in
             # DCGAN: a fifth more steps in the same time), so they keep their graph
-            with torch.set_grad_enabled(critic_step == self.n_critic - 1), self.autocast():
+            with self.autocast(), torch.set_grad_enabled(critic_step == self.n_critic - 1):
                 drawn = G(self.noise(real.shape[0]))
             real, fake = self.augment(real), self.augment(drawn.detach())  # D sees both augmented
             with self.autocast():
