@@ -91,14 +91,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the demo's settings now: R1, trilinear upsampling, a local critic of width 16 and two
     # levels (34³ neighbourhoods); the demo's first local critic had one level (16³).
     # Since 2026-12-05 a step runs G once and in bf16 where the CPU computes it; the
-    # checkpoints kept from before (float32, G twice a step) are not these variants' own
+    # checkpoints kept from before (float32, G twice a step) are not these variants' own.
+    # Since the second change of 2026-12-05 the critics learn at twice G's rate (lr_d 4e-4)
     "R1, trilinear, local critic (width 16, 34³) — the demo's": {},
+    "the demo's, lr_d 2e-4 (G's rate, before 2026-12-05)": {"train.lr_d": 2e-4},
     "the demo's, image + labels": {"labels": True},
     "the demo's, batch 4": {"train.batch_size": 4},
     "the demo's, two D steps per G step": {"train.n_critic": 2},
     "the demo's, lr 5e-4": {"train.lr_g": 5e-4, "train.lr_d": 5e-4},
     "the demo's, no R1": {"train.r1_weight": 0.0},
-    "the demo's, lr_d 4e-4": {"train.lr_d": 4e-4},
     "the demo's, float32 (train.amp: false)": {"train.amp": False},
     "the demo's, lazy R1 (every 4th D step)": {"train.r1_every": 4},
     "the demo's, no R1, two D steps per G step": {"train.r1_weight": 0.0, "train.n_critic": 2},
