@@ -160,7 +160,7 @@ def segmentation_from_labels(labels: Volume, reference, label_values: list[int],
     return node
 
 
-#: marks the colour tables this module made, which it may rewrite (a user's it leaves alone)
+#: marks the colour tables this module made, which it replaces (a user's it leaves alone)
 OWN_COLOR_TABLE = "MedGAN.labelValues"
 
 
