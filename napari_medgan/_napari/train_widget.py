@@ -148,7 +148,7 @@ class TrainWidget(QWidget):
         self.config_file = FileEdit(mode="r", nullable=True, filter="*.yaml *.yml *.json")
         self.config_file.native.setToolTip("Optional: a medgan config (model sizes and all "
                                            "settings); its values fill the fields below.")
-        self.patch = _PowerOfTwoSpinBox(8, 256, 32)
+        self.patch = _spin(8, 256, 32, kind=_PowerOfTwoSpinBox)
         self.steps = _spin(1, 10_000_000, 200)
         self.batch = _spin(1, 1024, 8)
         self.loss = QComboBox()
@@ -346,10 +346,9 @@ class TrainWidget(QWidget):
         self.start_button.setEnabled(True)
 
 
-def _spin(low: int, high: int, value: int, step: int = 1) -> QSpinBox:
-    box = QSpinBox()
+def _spin(low: int, high: int, value: int, kind: type[QSpinBox] = QSpinBox) -> QSpinBox:
+    box = kind()
     box.setRange(low, high)
-    box.setSingleStep(step)
     box.setValue(value)
     return box
 
@@ -357,11 +356,6 @@ def _spin(low: int, high: int, value: int, step: int = 1) -> QSpinBox:
 class _PowerOfTwoSpinBox(QSpinBox):
     """A spin box whose arrows double and halve: patch sizes are powers of two (a typed
     value that is not one gets the config's error when training starts)."""
-
-    def __init__(self, low: int, high: int, value: int) -> None:
-        super().__init__()
-        self.setRange(low, high)
-        self.setValue(value)
 
     def stepBy(self, steps: int) -> None:  # noqa: N802 (Qt's name)
         value = self.value()
