@@ -8,6 +8,7 @@ from MedGANLib.convert import (
     ijk_to_ras,
     node_from_volume,
     read_node_file,
+    remove_node,
     segmentation_from_labels,
     volume_from_node,
     write_node_file,
@@ -118,3 +119,18 @@ def test_exported_segments_keep_their_label_values_not_their_order(scene, real_d
     segmentation_from_labels(shifted, reference, [0, 3, 6], "tissue", node=node, scene=scene)
     assert node.GetLabelmapConversionColorTableNode() is not user
     assert user.GetNumberOfColors() == 41 and user.GetColorName(40) == "label 3"
+
+
+def test_colour_tables_of_deleted_segmentations_go_with_the_next_result(scene, real_dir):
+    reference = oblique_node(scene, real_dir)
+    labels = api.Volume(torch.zeros(1, *volume_from_node(reference).spatial_shape,
+                                    dtype=torch.uint8), OBLIQUE, "labels")
+    first = segmentation_from_labels(labels, reference, [0, 1], "first", scene=scene)
+    table = first.GetLabelmapConversionColorTableNode()
+    user = scene.AddNewNodeByClass("vtkMRMLColorTableNode", "user's, used by nothing")
+    remove_node(first)  # as the Data module deletes it: the table stays for now
+    assert scene.GetNodeByID(table.GetID()) is table
+    second = segmentation_from_labels(labels, reference, [0, 1], "second", scene=scene)
+    assert scene.GetNodeByID(table.GetID()) is None
+    assert second.GetLabelmapConversionColorTableNode().GetName() == "second label values"
+    assert scene.GetNodeByID(user.GetID()) is user

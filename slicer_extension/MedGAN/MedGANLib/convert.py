@@ -137,7 +137,6 @@ def segmentation_from_labels(labels: Volume, reference, label_values: list[int],
             node.CreateDefaultDisplayNodes()
         else:
             node.GetSegmentation().RemoveAllSegments()
-        previous = node.GetLabelmapConversionColorTableNode()  # the import replaces it
         node.SetReferenceImageGeometryParameterFromVolumeNode(reference)
         logic = slicer.vtkSlicerSegmentationsModuleLogic
         if not logic.ImportLabelmapToSegmentationNode(labelmap, node):
@@ -153,24 +152,23 @@ def segmentation_from_labels(labels: Volume, reference, label_values: list[int],
             else:
                 segment_id = segmentation.AddEmptySegment(f"label_{value}", names[value])
                 segmentation.GetSegment(segment_id).SetLabelValue(value)
-        _name_label_values(node, {value: names[value] for value in label_values[1:]},
-                           previous)
+        _name_label_values(node, {value: names[value] for value in label_values[1:]})
     finally:
         remove_node(labelmap)
     return node
 
 
-#: marks the colour tables this module made, which it replaces (a user's it leaves alone)
+#: marks the colour tables this module made, which it removes once no segmentation uses
+#: them (a user's it leaves alone)
 OWN_COLOR_TABLE = "MedGAN.labelValues"
 
 
-def _name_label_values(node, names: dict[int, str], previous) -> None:
-    """Give ``node`` a labelmap conversion colour table with ``names[value]`` at each value
-    (Slicer exports a segment with the value of the colour named as it is). A ``previous``
-    table this module made is replaced (Slicer caches a table's names); a user's is kept."""
+def _name_label_values(node, names: dict[int, str]) -> None:
+    """Give ``node`` a new labelmap conversion colour table with ``names[value]`` at each
+    value (Slicer exports a segment with the value of the colour named as it is; it caches
+    a table's names, so a table is replaced, not edited). Tables of ours that no
+    segmentation uses any more (the one replaced, those of deleted segmentations) go."""
     scene = node.GetScene()
-    if previous is not None and previous.GetAttribute(OWN_COLOR_TABLE) is not None:
-        scene.RemoveNode(previous)
     table = scene.AddNewNodeByClass(COLOR_TABLE, f"{node.GetName()} label values")
     table.SetAttribute(OWN_COLOR_TABLE, "1")
     table.SetTypeToUser()
@@ -182,6 +180,11 @@ def _name_label_values(node, names: dict[int, str], previous) -> None:
     for value, name in names.items():
         table.SetColor(value, name, *colors.get(name, (0.5, 0.5, 0.5)), 1.0)
     node.SetLabelmapConversionColorTableNodeID(table.GetID())
+    used = {scene.GetNodeByID(segmentation_id).GetLabelmapConversionColorTableNodeID()
+            for segmentation_id in _node_ids(scene, SEGMENTATION)}
+    for table_id in _node_ids(scene, COLOR_TABLE) - used:
+        if scene.GetNodeByID(table_id).GetAttribute(OWN_COLOR_TABLE) is not None:
+            scene.RemoveNode(scene.GetNodeByID(table_id))
 
 
 def remove_node(node) -> None:
