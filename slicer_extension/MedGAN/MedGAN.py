@@ -31,6 +31,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 DEVICES = ["auto", "cpu", "cuda"]
+PATCH_SIZES = [8, 16, 32, 64, 128, 256]  # what the core takes: powers of two, 8 to 256
 
 
 def __getattr__(name: str):
@@ -103,7 +104,7 @@ class MedGANParameterNode:
     referenceVolume: vtkMRMLScalarVolumeNode
     checkpointFolder: pathlib.Path
     trainingFiles: pathlib.Path
-    patch: Annotated[int, WithinRange(8, 256)] = 32
+    patch: Annotated[int, Choice(PATCH_SIZES)] = 32  # a list: no step lands between
     steps: Annotated[int, WithinRange(1, 1000000)] = 200
     batch: Annotated[int, WithinRange(1, 512)] = 8
     device: Annotated[str, Choice(DEVICES)] = "auto"

@@ -79,6 +79,29 @@ def test_the_parameter_node_holds_what_the_panel_shows(medgan):
     assert used and used <= names
 
 
+def test_the_patch_list_offers_every_size_the_core_takes_and_no_other(medgan):
+    from napari_medgan.core import api
+
+    def accepted(size: int) -> bool:
+        config = api.Config()
+        config.model.patch_size = size
+        try:
+            config.validate()
+        except api.ConfigError:
+            return False
+        return True
+
+    annotation = medgan.MedGANParameterNode.__annotations__["patch"]
+    assert annotation.__metadata__ == (("Choice", tuple(medgan.PATCH_SIZES)),)
+    assert medgan.PATCH_SIZES == [size for size in range(1, 1025) if accepted(size)]
+    assert medgan.MedGANParameterNode.patch in medgan.PATCH_SIZES
+    # a list, not a spin box whose arrows step to sizes the core refuses
+    ui = ET.parse(MODULE_DIR / "Resources" / "UI" / "MedGAN.ui")
+    bound = {p.find("string").text: widget.get("class") for widget in ui.iter("widget")
+             for p in widget.findall("property") if p.get("name") == "SlicerParameterName"}
+    assert bound["patch"] == "QComboBox"
+
+
 def test_training_uses_launch_console_process_where_it_is_asynchronous(medgan):
     # slicer-core 5.13 has Slicer 5.12's launchConsoleProcess(blocking=False, ...)
     assert medgan.hasAsyncLaunch()
