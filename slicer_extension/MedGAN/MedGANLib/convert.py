@@ -153,6 +153,7 @@ def segmentation_from_labels(labels: Volume, reference, label_values: list[int],
                 segment_id = segmentation.AddEmptySegment(f"label_{value}", names[value])
                 segmentation.GetSegment(segment_id).SetLabelValue(value)
         _name_label_values(node, {value: names[value] for value in label_values[1:]})
+        _remove_unused_own_tables(scene)
     finally:
         remove_node(labelmap)
     return node
@@ -166,8 +167,7 @@ OWN_COLOR_TABLE = "MedGAN.labelValues"
 def _name_label_values(node, names: dict[int, str]) -> None:
     """Give ``node`` a new labelmap conversion colour table with ``names[value]`` at each
     value (Slicer exports a segment with the value of the colour named as it is; it caches
-    a table's names, so a table is replaced, not edited). Tables of ours that no
-    segmentation uses any more (the one replaced, those of deleted segmentations) go."""
+    a table's names, so a table is replaced, not edited)."""
     scene = node.GetScene()
     table = scene.AddNewNodeByClass(COLOR_TABLE, f"{node.GetName()} label values")
     table.SetAttribute(OWN_COLOR_TABLE, "1")
@@ -180,11 +180,17 @@ def _name_label_values(node, names: dict[int, str]) -> None:
     for value, name in names.items():
         table.SetColor(value, name, *colors.get(name, (0.5, 0.5, 0.5)), 1.0)
     node.SetLabelmapConversionColorTableNodeID(table.GetID())
+
+
+def _remove_unused_own_tables(scene) -> None:
+    """Remove the colour tables of ours that no segmentation uses any more: the one a
+    result replaced, and those of segmentations the user deleted."""
     used = {scene.GetNodeByID(segmentation_id).GetLabelmapConversionColorTableNodeID()
             for segmentation_id in _node_ids(scene, SEGMENTATION)}
     for table_id in _node_ids(scene, COLOR_TABLE) - used:
-        if scene.GetNodeByID(table_id).GetAttribute(OWN_COLOR_TABLE) is not None:
-            scene.RemoveNode(scene.GetNodeByID(table_id))
+        table = scene.GetNodeByID(table_id)
+        if table.GetAttribute(OWN_COLOR_TABLE) is not None:
+            scene.RemoveNode(table)
 
 
 def remove_node(node) -> None:
