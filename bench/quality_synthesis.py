@@ -39,8 +39,8 @@ CT_TISSUE_HU, CT_PARENCHYMA_HU = 0.0, 25.0  # the atlas is brain only, air set t
 # upsampling, D alone; the variants measured before then start from these
 ONE_CRITIC = {"model.upsample": "resize", "model.local_d_channels": 0}
 
-# the widths of ModelConfig's defaults (a user without a config file) in place of the demo's
-PACKAGE_MODEL = {"model.latent_dim": 128, "model.g_channels": 32, "model.d_channels": 32,
+# the sizes of ModelConfig's defaults until 2026-12-05 (since then the demo's)
+EARLIER_PACKAGE_MODEL = {"model.latent_dim": 128, "model.g_channels": 32, "model.d_channels": 32,
                  "model.max_channels": 256}
 
 # config overrides, "section.field": value, on top of the demo's settings
@@ -108,11 +108,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "R1, trilinear, local critic (width 24, 16³)": {"model.local_d_channels": 24,
                                                      "model.local_d_layers": 1},
     "R1, trilinear, local critic (width 16, 70³)": {"model.local_d_layers": 3},
-    # the package's own model (no config file): is the demo's setting the better default?
-    "the package's model, transpose upsampling, D alone": {
-        **PACKAGE_MODEL, "model.upsample": "transpose", "model.local_d_channels": 0},
-    "the package's model, trilinear, local critic (width 16, 16³)": {
-        **PACKAGE_MODEL, "model.local_d_layers": 1},
+    # the package's own model until 2026-12-05: was the demo's setting the better default?
+    "the package's model until 2026-12-05, transpose upsampling, D alone": {
+        **EARLIER_PACKAGE_MODEL, "model.upsample": "transpose", "model.local_d_channels": 0},
+    "the package's model until 2026-12-05, trilinear, local critic (width 16, 16³)": {
+        **EARLIER_PACKAGE_MODEL, "model.local_d_layers": 1},
 }
 
 

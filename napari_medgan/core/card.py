@@ -119,8 +119,11 @@ def check_card(raw: Any, card_path: Path) -> dict[str, Any]:
 
 
 # model fields whose default changed after cards were written without them: the value
-# such a card's nets were built with (one level of local critic before local_d_layers)
-EARLIER_MODEL_DEFAULTS = {"local_d_layers": 1}
+# such a card's nets were built with (one level of local critic before local_d_layers,
+# none before local_d_channels; the DCGAN nets' sizes before 2026-12-05)
+EARLIER_MODEL_DEFAULTS = {"local_d_layers": 1, "local_d_channels": 0, "latent_dim": 128,
+                          "g_channels": 32, "d_channels": 32, "max_channels": 256,
+                          "upsample": "transpose"}
 
 
 def _as_trained(config: Any) -> Any:

@@ -27,6 +27,9 @@ Augmentation = Literal["intensity", "flip", "translation", "cutout"]
 DCGAN_TASKS = ("synthesis", "anomaly")
 # train.r1_weight when not set: what bench/bench_quality.py measured to pay (bench/README.md)
 TASK_R1_WEIGHTS = {"synthesis": 1.0}
+# model.local_d_channels when not set: with linear upsampling, the switch measured to make
+# synthetic patches harder to tell from real ones (bench/README.md)
+TASK_LOCAL_D_CHANNELS = {"synthesis": 16}
 
 
 @dataclass
@@ -59,12 +62,16 @@ class ModelConfig:
     """Sizes of the nets; everything needed to rebuild them from a card."""
 
     patch_size: int = 32
-    latent_dim: int = 128
-    g_channels: int = 32  # generator width at full resolution; doubles per level down
-    d_channels: int = 32  # discriminator width at full resolution; doubles per level down
-    max_channels: int = 256
-    # "resize": interpolate + conv, against checkerboard artefacts
-    upsample: Literal["transpose", "resize", "trilinear"] = "transpose"
+    # the DCGAN nets (synthesis, anomaly): the small DCGAN-3D of `make demo`, since
+    # 2026-12-05 (widths 32, latent 128 before: 469 steps in the demo's CPU budget, every
+    # patch told apart; bench/README.md)
+    latent_dim: int = 64
+    g_channels: int = 8  # generator width at full resolution; doubles per level down
+    d_channels: int = 16  # discriminator width at full resolution; doubles per level down
+    max_channels: int = 128
+    # "transpose" convolution, or interpolate + conv against checkerboard artefacts:
+    # nearest ("resize") or linear ("trilinear": no voxel blocks either)
+    upsample: Literal["transpose", "resize", "trilinear"] = "trilinear"
     spectral_norm: bool = False  # spectral normalisation in the discriminator
     unet_channels: tuple[int, ...] = (16, 32, 64, 128)  # U-Net widths per level, finest first
     patchgan_channels: int = 32  # PatchGAN width of its first layer
@@ -74,8 +81,9 @@ class ModelConfig:
     g_residual: bool = False  # synthesis / anomaly: residual blocks in G at coarse levels
     d_residual: bool = False  # synthesis / anomaly: residual blocks in D at coarse levels
     # synthesis / anomaly: width of a second critic beside D, a PatchGAN (one logit per
-    # neighbourhood); 0: none. Measured to pay with upsample: trilinear (bench/README.md)
-    local_d_channels: int = 0
+    # neighbourhood); 0: none; None: the task's own (TASK_LOCAL_D_CHANNELS). Measured to
+    # pay with upsample: trilinear (bench/README.md)
+    local_d_channels: int | None = None
     # its stride-2 levels, which set the neighbourhood a logit sees: 1 → 16³, 2 → 34³,
     # 3 → 70³ voxels (nets/patchgan.py, with the smallest patch each takes)
     local_d_layers: int = 2
@@ -244,6 +252,20 @@ class Config:
         if self.train.r1_weight is not None:
             return self.train.r1_weight
         return 0.0 if self.loss == "wgan-gp" else TASK_R1_WEIGHTS.get(self.task, 0.0)
+
+    @property
+    def local_d_channels(self) -> int:
+        """Width of the local critic: ``model.local_d_channels``, or the task's own when not
+        set (none with the wgan-gp loss, which refuses it, nor where the patch is smaller
+        than its levels take)."""
+        if self.model.local_d_channels is not None:
+            return self.model.local_d_channels
+        from .nets.patchgan import smallest_input  # nets import torch; config doesn't
+
+        if self.loss == "wgan-gp" or self.model.patch_size < smallest_input(
+                self.model.local_d_layers):
+            return 0
+        return TASK_LOCAL_D_CHANNELS.get(self.task, 0)
 
     @property
     def d_norm(self) -> str:

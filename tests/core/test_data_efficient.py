@@ -2,10 +2,12 @@
 
 import json
 
+import pytest
 import torch
 
 from napari_medgan.core import api
 from napari_medgan.core.checkpoint import load_checkpoint, read_card
+from napari_medgan.core.errors import ConfigError
 from napari_medgan.core.losses import r1_penalty
 from napari_medgan.core.nets.dcgan import ResidualBlock3D
 from napari_medgan.core.nets.patchgan import PatchGAN3D
@@ -77,7 +79,9 @@ def test_the_r1_default_is_synthesis_only_and_never_with_wgan_gp():
 
 
 def test_a_checkpoint_from_before_the_switches_loads_with_plain_nets(tiny_config, tmp_path):
-    step_losses(tiny_config(), tmp_path / "old")
+    old = tiny_config()
+    old.model.local_d_channels = 0  # as every net was then
+    step_losses(old, tmp_path / "old")
     card_path = tmp_path / "old" / "card.json"
     card = json.loads(card_path.read_text())
     for field in ("g_residual", "d_residual", "local_d_channels"):
@@ -105,6 +109,50 @@ def test_a_local_critic_from_before_its_levels_were_set_loads_with_one_level(tin
     assert model.card["config"]["model"]["local_d_layers"] == 1
     assert model.task.nets["D_local"](torch.zeros(1, 1, 16, 16, 16)).shape[2:] == (6, 6, 6)
     assert api.Config().model.local_d_layers == 2  # a new config's default is unchanged
+
+
+def test_synthesis_defaults_to_the_measured_model_and_other_tasks_to_no_local_critic():
+    config = api.Config()
+    assert config.task == "synthesis" and config.model.local_d_channels is None
+    task = SynthesisTask(config, torch.device("cpu"))
+    assert config.local_d_channels == 16 and isinstance(task.nets["D_local"], PatchGAN3D)
+    # two levels: 6³ logits a 32³ patch, each judging a 34³ neighbourhood (with padding)
+    assert task.nets["D_local"](torch.zeros(1, 1, 32, 32, 32)).shape[2:] == (6, 6, 6)
+    upsampling = [m for m in task.nets["G"].modules() if isinstance(m, torch.nn.Upsample)]
+    assert upsampling and all(m.mode == "trilinear" for m in upsampling)
+    assert (config.model.latent_dim, config.model.g_channels, config.model.d_channels,
+            config.model.max_channels) == (64, 8, 16, 128)  # demo/demo_config.yaml's until now
+    config.model.patch_size = 8  # smaller than two levels take: no local critic, no error
+    config.validate()
+    assert config.local_d_channels == 0
+    config.model.local_d_channels = 16  # asked for, it is refused with the reason
+    with pytest.raises(ConfigError, match="local_d_layers 2 needs patches of at least 12"):
+        config.validate()
+    anomaly = api.Config(task="anomaly")  # wgan-gp refuses a local critic
+    anomaly.validate()
+    assert anomaly.local_d_channels == 0
+    anomaly.train.loss = "nonsaturating"
+    assert anomaly.local_d_channels == 0  # measured for synthesis only
+
+
+def test_a_card_from_before_the_new_defaults_loads_with_the_nets_it_was_trained_with(
+        tiny_config, tmp_path):
+    config = tiny_config(steps=1)
+    m = config.model
+    m.latent_dim, m.g_channels, m.d_channels, m.max_channels = 128, 32, 32, 256
+    m.upsample, m.local_d_channels = "transpose", 0
+    step_losses(config, tmp_path / "old")
+    card_path = tmp_path / "old" / "card.json"
+    card = json.loads(card_path.read_text())
+    for field in ("latent_dim", "g_channels", "d_channels", "max_channels", "upsample",
+                  "local_d_channels"):
+        del card["config"]["model"][field]
+    card_path.write_text(json.dumps(card))
+    model = api.load_model(tmp_path / "old", device="cpu")
+    assert model.card["config"]["model"]["upsample"] == "transpose"
+    assert "D_local" not in model.task.nets
+    assert model.task.nets["G_ema"].latent_dim == 128
+    assert api.synthesize(model, n=1)[0].tensor.shape == (1, 16, 16, 16)
 
 
 def test_lazy_r1_acts_every_r1_every_critic_steps_weighted_by_it(tiny_config):

@@ -223,7 +223,7 @@ def test_a_read_only_or_full_place_is_refused_before_training(tiny_config, tmp_p
 
 
 def test_a_failed_save_keeps_the_last_good_checkpoint_and_names_it(tiny_config, tmp_path):
-    with small_fs(tmp_path / "disk", "2m") as disk:
+    with small_fs(tmp_path / "disk", "5m") as disk:
         out = disk / "ckpt"
         events = api.train(tiny_config(steps=6, checkpoint_every=2), out)
         with pytest.raises(OutputError) as caught:

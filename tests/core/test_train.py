@@ -34,7 +34,7 @@ def test_events_report_progress_previews_and_checkpoints(tiny_config, tmp_path):
     assert len(card["loss_history"]["loss_d"]) == 5
     assert card["data"]["files"] and card["config"]["train"]["steps"] == 5
     assert card["normalizations"]["image"]["modality"] == "mr" == card["modality"]
-    assert set(card["nets"]) == {"G", "G_ema", "D"}
+    assert set(card["nets"]) == {"G", "G_ema", "D", "D_local"}  # synthesis's local critic
 
 
 def test_a_stop_request_ends_at_the_next_step_with_a_checkpoint(tiny_config, tmp_path):
@@ -114,7 +114,8 @@ def test_channels_last_layout_trains_to_the_same_losses(tiny_config, tmp_path):
     for layout in ("off", "on"):
         events = run(tiny_config(steps=3, channels_last=layout), tmp_path / layout)
         losses[layout] = [list(e.losses.values()) for e in events if e.kind == "step"]
-    np.testing.assert_allclose(losses["on"], losses["off"], rtol=1e-4, atol=1e-5)
+    # the local critic's instance norm sums in another order in either layout: 3e-4 apart
+    np.testing.assert_allclose(losses["on"], losses["off"], rtol=1e-3, atol=1e-5)
 
 
 def test_diverging_training_stops_with_a_clear_error_and_keeps_the_good_checkpoint(

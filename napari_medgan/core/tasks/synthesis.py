@@ -1,10 +1,10 @@
 """``synthesis``: noise → realistic 3D patches (DCGAN-3D; WGAN-GP with ``loss: wgan-gp``).
 
-With ``model.local_d_channels`` a second critic stands beside D: a PatchGAN giving one
-logit per neighbourhood (34³ with the default ``model.local_d_layers: 2``; its instance
-normalisation sees the patch), judging every part of a patch where D's one logit judges
-the whole. With trilinear upsampling it is the one setting measured to make the demo's
-patches markedly harder to tell from real ones (bench/README.md).
+A second critic stands beside D (``model.local_d_channels``, on by default): a PatchGAN
+giving one logit per neighbourhood (34³ with the default ``model.local_d_layers: 2``; its
+instance normalisation sees the patch), judging every part of a patch where D's one logit
+judges the whole. With trilinear upsampling (the default) it is the one setting measured
+to make the demo's patches markedly harder to tell from real ones (bench/README.md).
 
 Trained with label maps, G draws each patch with its label map (image + label pairs for
 augmentation): its output has the image channels and then one class-probability channel
@@ -54,8 +54,8 @@ class SynthesisTask(Task):
                 checkpointing=m.activation_checkpointing,
             ),
         }
-        if m.local_d_channels:
-            self.nets["D_local"] = PatchGAN3D(channels + num_classes, m.local_d_channels,
+        if config.local_d_channels:
+            self.nets["D_local"] = PatchGAN3D(channels + num_classes, config.local_d_channels,
                                               layers=m.local_d_layers)
         self.critics = [name for name in ("D", "D_local") if name in self.nets]
         self.finish_setup()
