@@ -38,11 +38,26 @@ def set_cudnn_benchmark(config: Config, device: torch.device) -> None:
         torch.backends.cudnn.benchmark = _switch(config.train.cudnn_benchmark, device)
 
 
-def compile_nets(config: Config, nets: dict[str, torch.nn.Module]) -> None:
-    """``torch.compile`` each net in place (its weights keep their names in checkpoints)."""
-    if config.train.compile:
-        for net in nets.values():
-            net.compile()
+#: the critic whose input gradient a penalty (R1, WGAN-GP's) differentiates again
+PENALISED_CRITIC = "D"
+
+
+def compile_nets(config: Config, nets: dict[str, torch.nn.Module],
+                 backend: str = "inductor") -> list[str]:
+    """``torch.compile`` each trained net in place (its weights keep their names in
+    checkpoints), but the critic a gradient penalty differentiates twice: compiled autograd
+    has no double backward ("torch.compile with aot_autograd does not currently support
+    double backward", torch 2.13), so it stays eager; its name is returned. Nets that don't
+    train (G_ema) stay eager too: they only sample at previews and checkpoints, where a
+    compiled one recompiled for each new batch size (78 s, bench/README.md)."""
+    if not config.train.compile:
+        return []
+    penalised = config.r1_weight > 0 or config.loss == "wgan-gp"
+    eager = [PENALISED_CRITIC] if penalised and PENALISED_CRITIC in nets else []
+    for name, net in nets.items():
+        if name not in eager and any(p.requires_grad for p in net.parameters()):
+            net.compile(backend=backend)
+    return eager
 
 
 def bf16_autocast(config: Config, device: torch.device) -> bool:
