@@ -124,3 +124,41 @@ def test_weights_that_do_not_match_the_card_are_refused(trained, tmp_path):
 
     with pytest.raises(CheckpointError, match="has shape"):
         api.load_model(_edited_copy(trained["mr"], tmp_path, widen))
+
+
+class BackgroundOrTissue(torch.nn.Module):
+    """A generator of flat patches: tissue (0.5) where the noise's first value exceeds
+    ``above``, background (−1) elsewhere; ``above`` 0 gives half of each."""
+
+    def __init__(self, side: int, above: float) -> None:
+        super().__init__()
+        self.side, self.above = side, above
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        value = torch.where(z[:, 0] > self.above, 0.5, -1.0)
+        return value.view(-1, 1, 1, 1, 1).expand(-1, 1, *(self.side,) * 3).clone()
+
+
+def test_evaluate_sets_aside_synthetic_patches_centred_on_background(trained, real_dir):
+    """The real patches are centred on tissue; synthetic ones centred on background (a
+    model trained on patches anywhere draws them) would give the sets away by that alone."""
+    model = api.load_model(trained["mr"])
+    model.task.nets["G_ema"] = BackgroundOrTissue(model.patch_size, above=0.0)
+    kept, share = api._foreground_centred_samples(model, 16, seed=0)
+    assert kept.shape == (16, 1, 16, 16, 16) and bool((kept == 0.5).all())
+    assert 0.25 < share < 0.75  # about half were background
+    again, _ = api._foreground_centred_samples(model, 16, seed=0)
+    assert torch.equal(kept, again)  # seeded
+    report = api.evaluate(model, [real_dir / "t1_b.nii.gz"], n=16)
+    assert report["synthetic_background_share"] == share
+    assert any("set aside" in note for note in report["notes"])
+    model.task.nets["G_ema"] = BackgroundOrTissue(model.patch_size, above=10.0)  # none
+    with pytest.raises(DataError, match="draws mostly background"):
+        api.evaluate(model, [real_dir / "t1_b.nii.gz"], n=16)
+
+
+def test_a_model_drawing_tissue_centred_patches_is_evaluated_on_its_first_draw(trained):
+    model = api.load_model(trained["mr"])
+    model.task.nets["G_ema"] = BackgroundOrTissue(model.patch_size, above=-10.0)  # all tissue
+    kept, share = api._foreground_centred_samples(model, 16, seed=3)
+    assert share == 0 and torch.equal(kept, model.task.sample(16, seed=3).cpu())
