@@ -40,7 +40,9 @@ class DataConfig:
     masks: list[str] = field(default_factory=list)  # sampling region, or holes (inpainting)
     targets: list[str] = field(default_factory=list)  # paired (translation) or a set (cycle)
     labels: list[str] = field(default_factory=list)  # label maps (segmentation)
-    label_share: float = 0.5  # share of patches centred on labelled voxels; the rest anywhere
+    # share of patches centred on labelled voxels, the rest anywhere; not with masks,
+    # which place every patch
+    label_share: float = 0.5
     resample_pairs: bool = False  # bring partners on another grid onto their volume's grid
     # "ct" (HU window), "mr" (percentiles) or "auto" (guess per data set)
     modality: Modality = "auto"

@@ -162,3 +162,25 @@ def test_an_edited_card_with_inconsistent_label_fields_is_refused(paired, tmp_pa
     (copy / "card.json").write_text(json.dumps(card))
     with pytest.raises(CheckpointError, match=message):
         api.load_model(copy)
+
+
+def test_a_mask_places_every_patch_of_a_pairs_model_without_it_labels_place_half(
+        real_dir, tmp_path):
+    """Label maps centre ``label_share`` of the patches on labels and the rest anywhere,
+    unless a --mask says where patches go: then the mask places them all (it used to be
+    dropped without a word)."""
+    from napari_medgan.core.data.task_data import load_task_data
+    from napari_medgan.core.tasks.synthesis import SynthesisTask
+
+    t1 = read_volume(real_dir / "t1_a.nii.gz")
+    mask = torch.zeros_like(t1.tensor)
+    mask[:, 15:25, 15:25, 15:25] = 1  # a cube in the middle, unlike the labels
+    mask_path = write_volume(Volume(mask, t1.affine), tmp_path / "t1_a_mask.nii.gz")
+    labels = read_volume(real_dir / "labels_a.nii.gz").tensor
+    config = tiny(real_dir)
+    data = load_task_data(config, SynthesisTask.needs)
+    assert data.mask_share == config.data.label_share == 0.5
+    assert torch.equal(data.sampling_masks[0], labels > 0)
+    config.data.masks = [str(mask_path)]
+    data = load_task_data(config, SynthesisTask.needs)
+    assert data.mask_share == 1.0 and torch.equal(data.sampling_masks[0].bool(), mask.bool())

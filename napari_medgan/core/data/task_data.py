@@ -124,10 +124,10 @@ def load_task_data(config: Config, needs: TaskNeeds,
                                                          d.ct_window, d.mr_percentiles)
     roles = {role: [normalize(normalizations[role], t) for t in tensors]
              if role in normalizations else tensors for role, tensors in raw.items()}
-    sampling_masks, mask_share = images.masks, 1.0
-    if with_labels:  # patches centred on labelled voxels, so small structures are seen,
-        sampling_masks = [labels > 0 for labels in raw["labels"]]  # and others anywhere,
-        mask_share = d.label_share  # so background far from any label is seen too
+    sampling_masks, mask_share = images.masks, 1.0  # a --mask places every patch
+    if with_labels and images.masks is None:  # else label_share of them are centred on
+        sampling_masks = [labels > 0 for labels in raw["labels"]]  # labelled voxels, so
+        mask_share = d.label_share  # small structures are seen, and the rest anywhere
     elif "mask" in raw:  # patches centred on holes
         sampling_masks = [mask > 0 for mask in raw["mask"]]
     return TaskData(roles, affines, sampling_masks, normalizations, summary,
