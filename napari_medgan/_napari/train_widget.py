@@ -153,7 +153,7 @@ class TrainWidget(QWidget):
         self.batch = _spin(1, 1024, 8)
         self.loss = QComboBox()
         self.loss.addItems(api.LOSSES)
-        self.lr_g, self.lr_d = _rate(2e-4), _rate(2e-4)
+        self.lr_g, self.lr_d = _rate(api.Config().train.lr_g), _rate(api.Config().lr_d)
         self.seed = _spin(0, 2**31 - 1, 0)
         self.preview_every = _spin(1, 1_000_000, 50)
         self.device = DeviceChooser()
@@ -189,16 +189,17 @@ class TrainWidget(QWidget):
         layout.addWidget(self.plot)
         layout.addWidget(QLabel(f"The preview patch is shown as the layer '{PREVIEW_LAYER}'."))
 
-        self.task_box.currentTextChanged.connect(self._show_task_inputs)
+        self.task_box.currentTextChanged.connect(self._show_task)
         self.config_file.changed.connect(self._load_config_file)
         self.resume.card_changed.connect(self._load_resume_card)
         self.start_button.clicked.connect(self.start)
-        self._show_task_inputs(self.task_box.currentText())
+        self._show_task(self.task_box.currentText())
 
     # --- settings -----------------------------------------------------------------------
 
-    def _show_task_inputs(self, task: str) -> None:
-        """Only the pickers this task trains on."""
+    def _show_task(self, task: str) -> None:
+        """Only the pickers this task trains on, and its own learning rate for D."""
+        self.lr_d.setValue(api.Config(task=task).lr_d)
         while self.inputs_form.rowCount():
             self.inputs_form.removeRow(0)
         self.roles = {i.role: RoleInput(self.viewer, i) for i in api.task_inputs(task)}
@@ -213,7 +214,7 @@ class TrainWidget(QWidget):
         self.batch.setValue(config.train.batch_size)
         self.loss.setCurrentText(config.train.loss)
         self.lr_g.setValue(config.train.lr_g)
-        self.lr_d.setValue(config.train.lr_d)
+        self.lr_d.setValue(config.lr_d)
         self.seed.setValue(config.train.seed)
         self.preview_every.setValue(config.train.preview_every)
 

@@ -30,6 +30,10 @@ TASK_R1_WEIGHTS = {"synthesis": 1.0}
 # model.local_d_channels when not set: with linear upsampling, the switch measured to make
 # synthetic patches harder to tell from real ones (bench/README.md)
 TASK_LOCAL_D_CHANNELS = {"synthesis": 16}
+# train.lr_d when not set: every task's published rate (DCGAN, pix2pix, CycleGAN), but
+# synthesis's critics at twice G's rate, measured to pay (bench/README.md)
+DEFAULT_LR_D = 2e-4
+TASK_LR_D = {"synthesis": 4e-4}
 
 
 @dataclass
@@ -102,7 +106,7 @@ class TrainConfig:
     steps: int = 200
     batch_size: int = 8  # the global batch: split over the processes of a distributed run
     lr_g: float = 2e-4
-    lr_d: float = 2e-4
+    lr_d: float | None = None  # None: the task's own (TASK_LR_D, else DEFAULT_LR_D)
     betas: tuple[float, float] = (0.5, 0.999)
     loss: Loss = "auto"  # "auto": wgan-gp for anomaly, lsgan for cycle, else nonsaturating
     n_critic: int = 0  # discriminator steps per generator step; 0: 5 for wgan-gp, else 1
@@ -254,6 +258,13 @@ class Config:
         if self.train.r1_weight is not None:
             return self.train.r1_weight
         return 0.0 if self.loss == "wgan-gp" else TASK_R1_WEIGHTS.get(self.task, 0.0)
+
+    @property
+    def lr_d(self) -> float:
+        """The critics' learning rate: ``train.lr_d``, or the task's own when not set."""
+        if self.train.lr_d is not None:
+            return self.train.lr_d
+        return TASK_LR_D.get(self.task, DEFAULT_LR_D)
 
     @property
     def local_d_channels(self) -> int:

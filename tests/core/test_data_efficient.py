@@ -135,6 +135,18 @@ def test_synthesis_defaults_to_the_measured_model_and_other_tasks_to_no_local_cr
     assert anomaly.local_d_channels == 0  # measured for synthesis only
 
 
+def test_synthesis_critics_learn_at_twice_g_rate_unless_the_config_says_otherwise():
+    config = api.Config()
+    assert config.train.lr_d is None and config.lr_d == 4e-4 == 2 * config.train.lr_g
+    task = SynthesisTask(config, torch.device("cpu"))
+    assert {name: opt.param_groups[0]["lr"] for name, opt in task.optimizers.items()} == {
+        "G": 2e-4, "D": 4e-4, "D_local": 4e-4}
+    for other in ("anomaly", "translation", "inpainting", "segmentation", "cycle"):
+        assert api.Config(task=other).lr_d == 2e-4, other  # their recipes' own rate
+    config.train.lr_d = 1e-4
+    assert config.lr_d == 1e-4
+
+
 def test_a_card_from_before_the_new_defaults_loads_with_the_nets_it_was_trained_with(
         tiny_config, tmp_path):
     config = tiny_config(steps=1)

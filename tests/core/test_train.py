@@ -112,10 +112,13 @@ def test_every_loss_trains_with_finite_losses(tiny_config, tmp_path, loss, optio
 def test_channels_last_layout_trains_to_the_same_losses(tiny_config, tmp_path):
     losses = {}
     for layout in ("off", "on"):
-        events = run(tiny_config(steps=3, channels_last=layout), tmp_path / layout)
+        events = run(tiny_config(steps=3, channels_last=layout, amp=False), tmp_path / layout)
         losses[layout] = [list(e.losses.values()) for e in events if e.kind == "step"]
-    # the local critic's instance norm sums in another order in either layout: 3e-4 apart
-    np.testing.assert_allclose(losses["on"], losses["off"], rtol=1e-3, atol=1e-5)
+    # the first step's losses come from the same weights: equal up to summation order
+    np.testing.assert_allclose(losses["on"][0], losses["off"][0], rtol=1e-5)
+    # Adam's first updates, about lr times the gradient's sign, turn rounding differences
+    # into weight differences that grow (3e-4 relative by step 3, float32)
+    np.testing.assert_allclose(losses["on"], losses["off"], rtol=2e-3)
 
 
 def test_diverging_training_stops_with_a_clear_error_and_keeps_the_good_checkpoint(

@@ -164,6 +164,21 @@ def test_each_task_shows_only_the_pickers_it_needs(train_widget):
     assert widget.roles["labels"].layer.name == "tissue"
 
 
+def test_each_task_shows_its_own_learning_rate_for_d_and_a_config_file_sets_it(
+        train_widget, tmp_path):
+    widget = train_widget
+    widget.task_box.setCurrentText("segmentation")
+    assert widget.lr_d.value() == pytest.approx(2e-4)  # pix2pix's
+    widget.task_box.setCurrentText("synthesis")  # critics at twice G's rate, measured
+    assert widget.lr_d.value() == pytest.approx(4e-4)
+    assert widget.config().train.lr_d == pytest.approx(4e-4)
+    config = api.Config()
+    config.train.lr_d = 1e-4
+    widget.config_file.value = api.save_config(config, tmp_path / "slow_critics.yaml")
+    assert widget.lr_d.value() == pytest.approx(1e-4)
+    assert widget.config().train.lr_d == pytest.approx(1e-4)
+
+
 def test_the_patch_size_arrows_step_through_powers_of_two(train_widget):
     patch = train_widget.patch
     seen = []

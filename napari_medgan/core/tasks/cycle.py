@@ -61,7 +61,7 @@ class CycleTask(Task):
             "D_B": patchgan(config, channels),
         }
         self.finish_setup()
-        lr_g, lr_d = config.train.lr_g, config.train.lr_d
+        lr_g, lr_d = config.train.lr_g, config.lr_d
         self.optimizers = {name: self.adam(name, lr_g if name.startswith("G") else lr_d)
                            for name in self.nets}
 

@@ -48,7 +48,7 @@ class InpaintingTask(Task):
                      "D": patchgan(config, channels + 1)}
         self.finish_setup()
         self.optimizers = {"G": self.adam("G", config.train.lr_g),
-                           "D": self.adam("D", config.train.lr_d)}
+                           "D": self.adam("D", config.lr_d)}
 
     def random_holes(self, batch: int, size: int) -> torch.Tensor:
         """``(batch, 1, size, size, size)`` 0/1 masks: 1 to ``MAX_BOXES`` random boxes each."""

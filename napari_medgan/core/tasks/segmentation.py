@@ -91,7 +91,7 @@ class SegmentationTask(Task):
                      "D": patchgan(config, channels + num_classes)}
         self.finish_setup()
         self.optimizers = {"S": self.adam("S", config.train.lr_g),
-                           "D": self.adam("D", config.train.lr_d)}
+                           "D": self.adam("D", config.lr_d)}
 
     def train_step(self, next_batch: NextBatch, step: int) -> dict[str, torch.Tensor]:
         batch = next_batch()

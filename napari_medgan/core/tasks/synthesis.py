@@ -60,7 +60,7 @@ class SynthesisTask(Task):
         self.critics = [name for name in ("D", "D_local") if name in self.nets]
         self.finish_setup()
         self.optimizers = {"G": self.adam("G", t.lr_g)}
-        self.optimizers.update({name: self.adam(name, t.lr_d) for name in self.critics})
+        self.optimizers.update({name: self.adam(name, config.lr_d) for name in self.critics})
         self.n_critic = config.n_critic
         self.preview_noise = self.noise(1, seed=t.seed)
 

@@ -27,7 +27,7 @@ class TranslationTask(Task):
         self.nets = {"G": unet(config, channels, channels), "D": patchgan(config, 2 * channels)}
         self.finish_setup()
         self.optimizers = {"G": self.adam("G", config.train.lr_g),
-                           "D": self.adam("D", config.train.lr_d)}
+                           "D": self.adam("D", config.lr_d)}
 
     def train_step(self, next_batch: NextBatch, step: int) -> dict[str, torch.Tensor]:
         batch = next_batch()
