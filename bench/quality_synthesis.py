@@ -40,8 +40,8 @@ CT_TISSUE_HU, CT_PARENCHYMA_HU = 0.0, 25.0  # the atlas is brain only, air set t
 ONE_CRITIC = {"model.upsample": "resize", "model.local_d_channels": 0}
 
 # the sizes of ModelConfig's defaults until 2026-12-05 (since then the demo's)
-EARLIER_PACKAGE_MODEL = {"model.latent_dim": 128, "model.g_channels": 32, "model.d_channels": 32,
-                 "model.max_channels": 256}
+EARLIER_PACKAGE_MODEL = {"model.latent_dim": 128, "model.g_channels": 32,
+                         "model.d_channels": 32, "model.max_channels": 256}
 
 # config overrides, "section.field": value, on top of the demo's settings
 VARIANTS: dict[str, dict[str, Any]] = {

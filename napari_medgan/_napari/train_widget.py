@@ -140,7 +140,8 @@ class TrainWidget(QWidget):
 
         self.task_box = QComboBox()
         self.task_box.addItems(api.available_tasks())
-        self.task_box.setCurrentText(api.Config().task)  # the core's default task
+        defaults = api.Config()
+        self.task_box.setCurrentText(defaults.task)  # the core's default task
         self.inputs_box = QGroupBox("Training data")
         self.inputs_form = QFormLayout(self.inputs_box)
         self.roles: dict[str, RoleInput] = {}
@@ -153,7 +154,7 @@ class TrainWidget(QWidget):
         self.batch = _spin(1, 1024, 8)
         self.loss = QComboBox()
         self.loss.addItems(api.LOSSES)
-        self.lr_g, self.lr_d = _rate(api.Config().train.lr_g), _rate(api.Config().lr_d)
+        self.lr_g, self.lr_d = _rate(defaults.train.lr_g), _rate(defaults.lr_d)
         self.seed = _spin(0, 2**31 - 1, 0)
         self.preview_every = _spin(1, 1_000_000, 50)
         self.device = DeviceChooser()

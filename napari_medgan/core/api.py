@@ -626,13 +626,12 @@ def _foreground_centred_samples(model: Model, n: int, seed: int) -> tuple[torch.
     whose patches all have tissue at their centre is evaluated on exactly those."""
     from . import metrics
 
-    kept, drawn = [], 0
+    centre = model.patch_size // 2
+    kept, drawn, found = [], 0, 0
     for k in range(MAX_SYNTHETIC_DRAWS):
         patches = model.task.sample(n, seed=seed + k * REDRAW_SEED_STEP).cpu()
-        centre = model.patch_size // 2
         kept.append(patches[patches[:, 0, centre, centre, centre] > metrics.FOREGROUND_ABOVE])
-        drawn += n
-        found = sum(len(batch) for batch in kept)
+        drawn, found = drawn + n, found + len(kept[-1])
         if found >= n:
             return torch.cat(kept)[:n], (drawn - found) / drawn
     raise DataError(

@@ -11,9 +11,12 @@ training only (``Task.autocast``): inference stays float32, unquantised.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from .config import Config
+from .errors import MedGANWarning
 
 
 def _switch(value: str, device: torch.device) -> bool:
@@ -47,13 +50,18 @@ def compile_nets(config: Config, nets: dict[str, torch.nn.Module],
     """``torch.compile`` each trained net in place (its weights keep their names in
     checkpoints), but the critic a gradient penalty differentiates twice: compiled autograd
     has no double backward ("torch.compile with aot_autograd does not currently support
-    double backward", torch 2.13), so it stays eager; its name is returned. Nets that don't
-    train (G_ema) stay eager too: they only sample at previews and checkpoints, where a
-    compiled one recompiled for each new batch size (78 s, bench/README.md)."""
+    double backward", torch 2.13), so it stays eager, with a warning; its name is returned.
+    Nets that don't train (G_ema) stay eager too: they only sample at previews and
+    checkpoints, where a compiled one recompiled for each new batch size (78 s,
+    bench/README.md)."""
     if not config.train.compile:
         return []
-    penalised = config.r1_weight > 0 or config.loss == "wgan-gp"
-    eager = [PENALISED_CRITIC] if penalised and PENALISED_CRITIC in nets else []
+    penalty = "WGAN-GP" if config.loss == "wgan-gp" else "R1" if config.r1_weight > 0 else None
+    eager = [PENALISED_CRITIC] if penalty and PENALISED_CRITIC in nets else []
+    if eager:
+        warnings.warn(f"train.compile: {PENALISED_CRITIC} runs uncompiled, as its gradient "
+                      f"penalty ({penalty}) needs a double backward that torch.compile "
+                      "lacks; the other nets are compiled.", MedGANWarning, stacklevel=3)
     for name, net in nets.items():
         if name not in eager and any(p.requires_grad for p in net.parameters()):
             net.compile(backend=backend)

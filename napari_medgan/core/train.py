@@ -177,13 +177,7 @@ def _before_first_step(config: Config, world: World, task: Task, data: TaskData,
     here, with the estimate, instead of running out of memory mid-run."""
     set_cudnn_benchmark(config, world.device)
     check_memory(plan_memory(config, make_task, data.roles, world), config)
-    eager = compile_nets(config, task.nets)
-    if eager:
-        warnings.warn(
-            f"train.compile: {', '.join(eager)} runs uncompiled, as its gradient penalty "
-            f"({'WGAN-GP' if config.loss == 'wgan-gp' else 'R1'}) needs a double backward "
-            "that torch.compile lacks; the other nets are compiled.", MedGANWarning,
-            stacklevel=2)
+    compile_nets(config, task.nets)
 
 
 def _checkpoint_bytes(task: Task) -> int:
