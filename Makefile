@@ -29,6 +29,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_blocked_conv.py
 	$(BIN)/python bench/bench_sampler.py
 	$(BIN)/python bench/bench_memory.py
 	$(BIN)/python bench/bench_apply.py

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
+from .blocked_conv import BlockedConv3d
 from .checkpointing import run_levels
 
 
@@ -158,7 +159,8 @@ class DCGANDiscriminator3D(nn.Module):
         layers: list[nn.Module] = []
         cin = in_channels
         for index, cout in enumerate(widths[:-1]):
-            layers.append(wrap(nn.Conv3d(cin, cout, 4, stride=2, padding=1)))
+            conv = BlockedConv3d(cin, cout) if index == 0 else nn.Conv3d(cin, cout, 4, 2, 1)
+            layers.append(wrap(conv))
             if norm == "batch" and index > 0:  # not on the input layer, as in DCGAN
                 layers.append(nn.BatchNorm3d(cout))
             layers.append(nn.LeakyReLU(0.2, inplace=True))

@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
+from .blocked_conv import BlockedConv3d
+
 
 def smallest_input(layers: int) -> int:
     """The smallest side a :class:`PatchGAN3D` of ``layers`` takes: its ``layers``
@@ -27,7 +29,7 @@ class PatchGAN3D(nn.Module):
                  spectral_norm: bool = False) -> None:
         super().__init__()
         wrap = _spectral_norm if spectral_norm else (lambda layer: layer)
-        blocks: list[nn.Module] = [wrap(nn.Conv3d(in_channels, channels, 4, 2, 1)),
+        blocks: list[nn.Module] = [wrap(BlockedConv3d(in_channels, channels)),
                                    nn.LeakyReLU(0.2, inplace=True)]
         width = channels
         for index in range(1, layers + 1):
