@@ -179,6 +179,19 @@ def test_each_task_shows_its_own_learning_rate_for_d_and_a_config_file_sets_it(
     assert widget.config().train.lr_d == pytest.approx(1e-4)
 
 
+def test_a_fresh_panel_trains_the_core_defaults(make_napari_viewer):
+    """Every field starts at the core's default, so the panel and the CLI train alike."""
+    widget = TrainWidget(make_napari_viewer())
+    fields = [("model", "patch_size"), ("train", "steps"), ("train", "batch_size"),
+              ("train", "loss"), ("train", "seed"), ("train", "lr_g"),
+              ("train", "preview_every")]
+    panel, defaults = widget.config(), api.Config()
+    for section, field in fields:
+        assert getattr(getattr(panel, section), field) == getattr(getattr(defaults, section),
+                                                                  field), field
+    assert panel.lr_d == defaults.lr_d
+
+
 def test_the_patch_size_arrows_step_through_powers_of_two(train_widget):
     patch = train_widget.patch
     seen = []
