@@ -41,14 +41,10 @@ class BlockedConv3d(nn.Conv3d):
         super().__init__(in_channels, out_channels, 4, stride=2, padding=1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out_channels, in_channels = self.weight.shape[:2]
-        if (x.device.type != "cpu" or in_channels > BLOCKED_UP_TO_CHANNELS
+        if (x.device.type != "cpu" or self.in_channels > BLOCKED_UP_TO_CHANNELS
                 or any(side % 2 for side in x.shape[2:])):
             return super().forward(x)
-        weight = self.weight.view(out_channels, in_channels, 2, 2, 2, 2, 2, 2)
-        # kernel index 2·(block offset) + (voxel in block), as fold_blocks orders the input
-        weight = weight.permute(0, 1, 3, 5, 7, 2, 4, 6).reshape(out_channels, 8 * in_channels,
-                                                                 2, 2, 2)
         if torch.is_autocast_enabled("cpu"):  # fold half the bytes
             x = x.to(torch.get_autocast_dtype("cpu"))
-        return F.conv3d(fold_blocks(F.pad(x, (1,) * 6)), weight, self.bias)
+        # the 4³ kernel folds as the input does: index 2·(block offset) + (voxel in block)
+        return F.conv3d(fold_blocks(F.pad(x, (1,) * 6)), fold_blocks(self.weight), self.bias)
